@@ -1,0 +1,1 @@
+BUILTINS: dict[str, str] = {}
