@@ -33,6 +33,6 @@ class GEN(LogitDetector):
         self.top_m = int(top_m)
 
     def score_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        p = torch.softmax(logits, dim=1)
+        p = torch.softmax(logits.double(), dim=1)  # float64: (1 - p)^gamma is steep near p = 1
         p = p.topk(min(self.top_m, p.shape[1]), dim=1).values.clamp(1e-7, 1 - 1e-7)
         return (p.pow(self.gamma) * (1 - p).pow(self.gamma)).sum(dim=1)
