@@ -1,0 +1,97 @@
+"""AutoAttack (Croce & Hein, 2020) as a cascade over the member adapters, with per-point worst case.
+
+Version ``standard`` is APGD-CE, APGD-T, FAB-T and Square with the original repository's settings
+(100 iterations, 1 restart, 9 target classes, 5000 Square queries, p_init 0.8); version ``fast`` is
+APGD-CE and APGD-T only. Each member attacks only the points every earlier member failed on; a point
+counts as robust only if it survives all members (the worst case over attacks per point, never an
+average over attacks). After each member the returned images are projected onto the threat model and
+re-predicted through the model, so no member's own success flag is trusted.
+
+Per batch the cascade reports ``robust_after_<member>`` counts (robust points left after each member),
+from which the suite derives the per-member robust accuracy and the "Square found points the gradient
+attacks missed" gradient-masking check of the original ``checks.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from robustvit.attacks.base import Attack, project
+from robustvit.attacks.torchattacks_adapters import APGDCE, APGDCEL2, APGDT, APGDTL2, FABT, FABTL2, Square, SquareL2
+from robustvit.errors import UserError
+
+VERSIONS = ("standard", "fast")
+
+_MEMBERS: dict[str, dict[str, type[Attack]]] = {
+    "linf": {"apgd-ce": APGDCE, "apgd-t": APGDT, "fab-t": FABT, "square": Square},
+    "l2": {"apgd-ce": APGDCEL2, "apgd-t": APGDTL2, "fab-t": FABTL2, "square": SquareL2},
+}
+_VERSION_MEMBERS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "fast": ("apgd-ce", "apgd-t")}
+
+
+class AutoAttack(Attack):
+    """AutoAttack, Linf. Options: ``version`` (``standard`` | ``fast``), ``steps``, ``n_target_classes``,
+    ``n_queries`` (Square)."""
+
+    name = "autoattack-linf"
+    norm = "linf"
+    library = "robustvit"
+    options: ClassVar[dict[str, Any]] = {"version": "standard", "steps": 100, "n_target_classes": 9, "n_queries": 5000}
+    smoke_options: ClassVar[dict[str, Any]] = {"steps": 3, "n_target_classes": 2, "n_queries": 10}
+
+    def validate(self) -> None:
+        if self.opts["version"] not in VERSIONS:
+            raise UserError(f"attack {self.name!r}: unknown version {self.opts['version']!r} (allowed: {', '.join(VERSIONS)})")
+        o = self.opts
+        table = _MEMBERS[self.norm]
+        per_member: dict[str, dict[str, Any]] = {
+            "apgd-ce": {"steps": o["steps"]},
+            "apgd-t": {"steps": o["steps"], "n_target_classes": o["n_target_classes"]},
+            "fab-t": {"steps": o["steps"], "n_target_classes": o["n_target_classes"]},
+            "square": {"n_queries": o["n_queries"]},
+        }
+        self.members: dict[str, Attack] = {
+            key: table[key](**per_member[key]) for key in _VERSION_MEMBERS[o["version"]]
+        }
+
+    @property
+    def label(self) -> str:
+        version = self.opts["version"]
+        return self.name if version == "standard" else self.name.replace("autoattack", f"autoattack-{version}")
+
+    def check_model(self, num_classes: int) -> None:
+        for member in self.members.values():
+            member.check_model(num_classes)
+
+    def run(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, seed: int
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        adv = x.clone()
+        robust = torch.ones(len(x), dtype=torch.bool, device=x.device)
+        counts: dict[str, float] = {}
+        for i, (key, member) in enumerate(self.members.items()):
+            idx = robust.nonzero().flatten()
+            if idx.numel():
+                grad_ctx = torch.no_grad() if member.gradient_free else torch.enable_grad()
+                with grad_ctx:
+                    out = member.perturb(model, x[idx], y[idx], eps=eps, seed=seed + i)
+                out = project(x[idx], out, eps, self.norm)
+                with torch.no_grad():
+                    fooled = model(out).argmax(1) != y[idx]
+                adv[idx[fooled]] = out[fooled]
+                robust[idx[fooled]] = False
+            counts[f"robust_after_{key}"] = float(robust.sum())
+        return adv, counts
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, seed: int) -> torch.Tensor:
+        return self.run(model, x, y, eps=eps, seed=seed)[0]
+
+
+class AutoAttackL2(AutoAttack):
+    """AutoAttack, L2."""
+
+    name = "autoattack-l2"
+    norm = "l2"

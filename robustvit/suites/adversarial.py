@@ -1,0 +1,243 @@
+"""Adversarial robustness: robust accuracy per (attack, threat model, epsilon), and sanity checks.
+
+Cells are ``<attack label>/eps=<eps>`` (``pgd-linf/eps=4/255``, ``autoattack-linf/eps=8/255``) plus
+``checks``. Per attack cell (``n`` = evaluated images):
+
+* ``clean_acc``: accuracy without attack (higher is better);
+* ``robust_acc``: fraction classified correctly after the attack, re-predicted through the model;
+  only initially correct points are attacked (higher is better);
+* ``success_rate``: fraction of the initially correct points the attack fooled (higher = less robust);
+* minimum-norm attacks (DeepFool, CW, FAB-T, HopSkipJump) also ``median_norm`` (median perturbation
+  norm over the initially correct points, unfound adversarials counting as infinite; NaN when more
+  than half resisted) and ``found_rate`` (fraction with an adversarial at any norm); their
+  ``robust_acc`` is with the found perturbation clipped to the cell's epsilon and re-predicted;
+* AutoAttack: ``robust_acc_<member>`` after each member of the cascade and ``square_gain`` (robust
+  accuracy Square removed after the gradient attacks; > 0 hints at gradient masking).
+
+The ``checks`` cell holds the model probes of :func:`robustvit.attacks.checks.run_checks`
+(``flag_*`` metrics, 1 = suspicious). :meth:`AdversarialSuite.aggregate` adds cell ``""`` with the
+flags computed from the stored cells and ``flag_gradient_masking`` (any flag raised).
+
+Cells resume at batch granularity: after every batch the counts so far go to ``ctx.partial_put``; a
+killed run continues from the last finished batch. Every batch's attack seed derives from (run seed,
+attack label, epsilon, batch index), so a resumed run gives the numbers of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from robustvit.attacks.base import NORMS, parse_eps
+from robustvit.attacks.spec import AttackSpec, parse_specs
+from robustvit.errors import UserError
+from robustvit.records import CellResult, finite_or_nan
+from robustvit.suites.base import Suite
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from robustvit.context import SuiteContext
+
+CHECKS_CELL = "checks"
+_STATE_VERSION = 1
+
+
+def _seed(ctx: SuiteContext, *parts: object) -> int:
+    gen = ctx.generator("adversarial", *parts)
+    return int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item())
+
+
+class _Tally:
+    """Counts of one cell (or one minimum-norm job) summed over batches; JSON-able partial state."""
+
+    def __init__(self, eps_labels: list[str], state: bytes | None = None) -> None:
+        self.batches = self.n = self.clean = 0
+        self.robust = dict.fromkeys(eps_labels, 0)
+        self.norms: list[float] = []
+        self.extra: dict[str, float] = {}
+        if state:
+            data = json.loads(state)
+            if data.get("v") == _STATE_VERSION and set(eps_labels) <= set(data["robust"]):
+                self.batches, self.n, self.clean = data["batches"], data["n"], data["clean"]
+                self.robust = {k: data["robust"][k] for k in eps_labels}
+                self.norms = [math.inf if v is None else v for v in data["norms"]]
+                self.extra = data["extra"]
+
+    def add(self, outcome: Any, eps_labels: list[str]) -> None:
+        self.batches += 1
+        self.n += outcome.n
+        self.clean += outcome.clean
+        for label, count in zip(eps_labels, outcome.robust, strict=True):
+            self.robust[label] += count
+        self.norms.extend(outcome.norms)
+        for key, value in outcome.extra.items():
+            self.extra[key] = self.extra.get(key, 0.0) + value
+
+    def state(self) -> bytes:
+        norms = [None if math.isinf(v) else v for v in self.norms]
+        return json.dumps({"v": _STATE_VERSION, "batches": self.batches, "n": self.n, "clean": self.clean,
+                           "robust": self.robust, "norms": norms, "extra": self.extra}).encode()
+
+    def result(self, spec: AttackSpec, eps_label: str) -> CellResult:
+        n = self.n
+        res = CellResult(spec.cell(eps_label))
+        robust = self.robust[eps_label]
+        res.add("clean_acc", self.clean / n if n else math.nan, n, True)
+        res.add("robust_acc", robust / n if n else math.nan, n, True)
+        res.add("success_rate", (self.clean - robust) / self.clean if self.clean else math.nan, self.clean, False)
+        if spec.attack.min_norm:
+            median = statistics.median(self.norms) if self.norms else math.nan
+            res.add("median_norm", finite_or_nan(median), self.clean, True)
+            found = sum(1 for v in self.norms if math.isfinite(v))
+            res.add("found_rate", found / self.clean if self.clean else math.nan, self.clean, False)
+        members = [k.removeprefix("robust_after_") for k in self.extra if k.startswith("robust_after_")]
+        for member in members:
+            res.add(f"robust_acc_{member}", self.extra[f"robust_after_{member}"] / n if n else math.nan, n, True)
+        if "fab-t" in members and "square" in members:
+            gain = self.extra["robust_after_fab-t"] - self.extra["robust_after_square"]
+            res.add("square_gain", gain / n if n else math.nan, n, False)
+        return res
+
+
+class AdversarialSuite(Suite):
+    """Robust accuracy under torchattacks / foolbox attacks and AutoAttack; see the module docstring.
+
+    Options:
+        attacks: Attack names or tables (``{attack = "pgd-l2", eps = [0.5], steps = 20}``);
+            see :mod:`robustvit.attacks.spec`.
+        eps: Epsilons for entries without their own (``["1/255", "4/255"]``); default 4/255 (Linf),
+            0.5 (L2).
+        checks: Run the model probes (cell ``checks``).
+        checks_n: Number of images the probes use.
+        checks_eps: Linf epsilon of the PGD-vs-Square probe; default the largest Linf epsilon
+            evaluated, else 8/255.
+        amp: Run attacks under the run's autocast dtype (default: fp32, whatever the run's ``amp``).
+    """
+
+    kind: ClassVar[str] = "adversarial"
+    version: ClassVar[str] = "1"
+    options: ClassVar[dict[str, Any]] = {
+        "attacks": ["pgd-linf"], "eps": None, "checks": True, "checks_n": 64, "checks_eps": None, "amp": False,
+    }
+
+    def validate(self) -> None:
+        o = self.opts
+        for key in ("checks", "amp"):
+            if not isinstance(o[key], bool):
+                raise UserError(f"suite {self.name!r}: option {key!r} must be true or false, got {o[key]!r}")
+        if isinstance(o["checks_n"], bool) or not isinstance(o["checks_n"], int) or o["checks_n"] < 1:
+            raise UserError(f"suite {self.name!r}: option 'checks_n' must be an integer >= 1, got {o['checks_n']!r}")
+        self.specs = parse_specs(o["attacks"], o["eps"])
+        linf = [value for spec in self.specs if spec.attack.norm == "linf" for value, _ in spec.eps]
+        if o["checks_eps"] is not None:
+            self.checks_eps = parse_eps(o["checks_eps"])[0]
+        else:
+            self.checks_eps = max(linf) if linf and max(linf) > 0 else 8 / 255
+        assert all(spec.attack.norm in NORMS for spec in self.specs)
+
+    def cells(self) -> list[str]:
+        cells = [cell for spec in self.specs for cell in spec.cells]
+        return ([CHECKS_CELL] if self.opts["checks"] else []) + cells
+
+    def config(self) -> dict[str, Any]:
+        o = {k: v for k, v in self.opts.items() if k not in ("attacks", "eps")}
+        return {**o, "checks_eps": self.checks_eps, "attacks": [spec.config() for spec in self.specs]}
+
+    # -- running -----------------------------------------------------------------------------------
+    def run(self, ctx: SuiteContext, cells: list[str]) -> Iterator[CellResult]:
+        todo = set(cells)
+        autocast = ctx.autocast if self.opts["amp"] else None
+        for spec in self.specs:  # fail before any work if an attack cannot run on this model
+            if todo & set(spec.cells):
+                spec.attack.check_model(ctx.model.num_classes)
+        if CHECKS_CELL in todo:
+            yield self._checks(ctx, autocast)
+        for spec in self.specs:
+            wanted = [(value, text) for value, text in spec.eps if spec.cell(text) in todo]
+            if not wanted:
+                continue
+            if spec.attack.min_norm:  # one search, evaluated at every epsilon
+                yield from self._job(ctx, spec, wanted, ("min-norm",), autocast)
+            else:
+                for value, text in wanted:
+                    yield from self._job(ctx, spec, [(value, text)], (text,), autocast)
+
+    def _job(self, ctx: SuiteContext, spec: AttackSpec, eps: list[tuple[float, str]], seed_parts: tuple,
+             autocast: Any) -> Iterator[CellResult]:
+        labels = [text for _, text in eps]
+        cells = [spec.cell(text) for text in labels]
+        tally = _Tally(labels, ctx.partial_get(cells[0]))
+        batches = ctx.loader()
+        total = ctx.num_examples()
+        desc = f"{spec.label} eps={','.join(labels)}"
+        from robustvit.attacks.engine import attack_batch
+
+        for b, (x, y) in enumerate(ctx.progress(batches, desc, total, unit_scale=ctx.batch_size)):
+            if b < tally.batches:
+                continue  # finished before an interruption
+            seed = _seed(ctx, spec.label, *seed_parts, b)
+            outcome = attack_batch(spec.attack, ctx.model, x, y, [value for value, _ in eps], seed, autocast=autocast)
+            tally.add(outcome, labels)
+            state = tally.state()
+            for cell in cells:
+                ctx.partial_put(cell, state)
+        for text in labels:
+            yield tally.result(spec, text)
+
+    def _checks(self, ctx: SuiteContext, autocast: Any) -> CellResult:
+        from robustvit.attacks.checks import run_checks
+
+        xs, ys, have = [], [], 0
+        for x, y in ctx.loader():
+            xs.append(x)
+            ys.append(y)
+            have += len(x)
+            if have >= self.opts["checks_n"]:
+                break
+        if not xs:
+            raise UserError(f"suite {self.name!r}: the evaluation dataset yielded no images")
+        x, y = torch.cat(xs)[: self.opts["checks_n"]], torch.cat(ys)[: self.opts["checks_n"]]
+        values = run_checks(ctx.model, x, y, eps=self.checks_eps, seed=_seed(ctx, CHECKS_CELL), autocast=autocast)
+        res = CellResult(CHECKS_CELL)
+        for key, value in values.items():
+            res.add(key, value, len(x), not key.startswith(("flag_", "zero_grad")) and key != "eps")
+        return res
+
+    # -- aggregation ----------------------------------------------------------------------------------
+    def aggregate(self, records: pd.DataFrame, ctx: SuiteContext) -> list[CellResult]:
+        """Cell ``""``: flags from the stored cells (:func:`robustvit.attacks.checks.record_flags`) and
+        ``flag_gradient_masking`` = any raised flag, the ``checks`` cell's included."""
+        from robustvit.attacks.checks import CellStat, record_flags
+
+        if records is None or len(records) == 0:
+            return []
+        values = {(c, m): (v, n) for c, m, v, n in zip(records["cell"], records["metric"], records["value"],
+                                                       records["n"], strict=True)}
+        stats = []
+        for spec in self.specs:
+            for value, text in spec.eps:
+                cell = spec.cell(text)
+                if (cell, "robust_acc") not in values:
+                    continue
+                robust, n = values[(cell, "robust_acc")]
+                stats.append(CellStat(
+                    label=spec.label, norm=spec.attack.norm, eps=value, kind=spec.attack.check_kind,
+                    robust_acc=float(robust), clean_acc=float(values[(cell, "clean_acc")][0]), n=int(n),
+                    square_gain=finite_or_nan(values.get((cell, "square_gain"), (0.0, 0))[0]),
+                ))
+        flags = record_flags(stats) if stats else {}
+        probe = values.get((CHECKS_CELL, "flag_gradient_masking"))
+        if not flags and probe is None:
+            return []
+        res = CellResult("")
+        for key, value in flags.items():
+            res.add(key, value, len(stats), False)
+        masking = any(v > 0 for v in flags.values()) or (probe is not None and probe[0] > 0)
+        res.add("flag_gradient_masking", float(masking), len(stats), False)
+        return [res]
