@@ -80,8 +80,15 @@ def _encode(fig: Any, title: str, alt: str) -> Figure:
     return Figure(title=title, alt=alt, png_base64=base64.b64encode(buf.getvalue()).decode("ascii"))
 
 
-def _legend(ax: Any, n_models: int) -> None:
-    ax.legend(fontsize="small", loc="best", ncol=1 if n_models <= 8 else 2)
+def _legend(axes: Any, n_models: int) -> None:
+    """One legend for the whole figure, outside the top-right panel (deduplicated by label)."""
+    handles: dict[str, Any] = {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(lab, h)
+    if handles:
+        axes[0, -1].legend(list(handles.values()), list(handles), fontsize="small", loc="upper left",
+                           bbox_to_anchor=(1.02, 1.0), ncol=1 if n_models <= 12 else 2, frameon=False)
 
 
 def lines(data: pd.DataFrame, style: Style, *, x: str, title: str, xlabel: str, ylabel: str,
@@ -107,7 +114,7 @@ def lines(data: pd.DataFrame, style: Style, *, x: str, title: str, xlabel: str, 
         if xticklabels:
             ax.set_xticklabels([xticklabels.get(t, f"{t:g}") for t in ticks], rotation=30, fontsize="small")
         ax.grid(alpha=0.3)
-        _legend(ax, len(style.families))
+    _legend(axes, len(style.families))
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     fig.tight_layout()
@@ -143,7 +150,7 @@ def bars(data: pd.DataFrame, style: Style, *, category: str, title: str, ylabel:
         ax.set_ylabel(ylabel)
         ax.set_title(label(p) if p is not None else label(title), fontsize="medium")
         ax.grid(axis="y", alpha=0.3)
-        _legend(ax, len(models))
+    _legend(axes, len(models))
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     fig.tight_layout()
@@ -165,7 +172,7 @@ def scatter(points: pd.DataFrame, style: Style, *, xlabel: str, panels: Sequence
         ax.set_xlabel(xlabel)
         ax.set_ylabel(label(p), fontsize="small")
         ax.grid(alpha=0.3)
-        _legend(ax, len(style.families))
+    _legend(axes, len(style.families))
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     fig.tight_layout()

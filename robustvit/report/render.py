@@ -152,8 +152,8 @@ def write_report(records: pd.DataFrame, out_dir: str | os.PathLike[str], *, runs
     return out / HTML_NAME, markdown
 
 
-def write_report_from_store(store_path: str | os.PathLike[str] | None, out_dir: str | os.PathLike[str],
-                            **filters: Any) -> tuple[Path, str]:
+def write_report_from_store(store_path: str | os.PathLike[str] | None, out_dir: str | os.PathLike[str], *,
+                            title: str = "robustvit: ViT vs CNN", **filters: Any) -> tuple[Path, str]:
     """Read a store (read-only) with record filters and write the report; see :func:`write_report`."""
     from robustvit.store import Store
 
@@ -161,7 +161,7 @@ def write_report_from_store(store_path: str | os.PathLike[str] | None, out_dir: 
         records = store.records(**filters)
         runs = store.runs()
         source = str(store.path)
-    return write_report(records, out_dir, runs=runs, source=source)
+    return write_report(records, out_dir, runs=runs, source=source, title=title)
 
 
 def _atomic_write(path: Path, text: str) -> None:

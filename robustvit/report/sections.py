@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 SEVERITY = re.compile(r"^(?P<name>[^/]+)/(?P<sev>\d+)$")
-EPSILON = re.compile(r"^(?P<attack>[^/]+)/eps=(?P<eps>[^/]+)$")
+EPSILON = re.compile(r"^(?P<attack>[^/]+)/eps=(?P<eps>[^/]+(?:/[^/]+)?)$")
 GROUP = re.compile(r"^(?P<group>[^/]+)/(?P<item>[^/]+)$")
 SINGLE = re.compile(r"^(?P<name>[^/]+)$")
 
@@ -166,6 +166,8 @@ def build_section(rows: pd.DataFrame, suite: str, style: figures.Style, models: 
     for _, r in flags[flags["value"].fillna(0) != 0].iterrows():
         section.warnings.append(f"{r['model']}: {r['path']} is raised (run {r['run_id']})")
     paths = ordered_paths(rows, suite)
+    if len(paths) == len(set(aggregates["path"])):  # nothing beyond the aggregates table
+        return section
     table, tips = wide_table(rows, paths, models)
     section.tables.append(Table(f"{suite}: all {len(paths)} metrics", html_table(table, titles=tips),
                                 collapsed=len(paths) > 12))

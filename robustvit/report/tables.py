@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import TYPE_CHECKING
 
 from markupsafe import Markup, escape
@@ -34,10 +35,26 @@ def fmt_value(value: object, digits: int = 4) -> str:
     return str(value)
 
 
+_HTML_START = re.compile(r"<(?=[A-Za-z/!?])")
+_ENTITY = re.compile(r"&(?=[A-Za-z#])")
+
+
 def md_escape(text: object) -> str:
-    """Text safe inside a Markdown table cell (pipes, HTML and newlines neutralised)."""
-    s = str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
-    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("`", "\\`")
+    """Text safe inside a Markdown table cell.
+
+    Pipes, backslashes, backticks and ``*`` are escaped, newlines become spaces, and the HTML that
+    GitHub would interpret (``<`` opening a tag, ``&`` opening an entity) is escaped, so a model
+    named ``<script>`` stays text; ``<=`` and ``>=`` stay readable.
+    """
+    s = str(text).replace("\\", "\\\\").replace("|", "\\|").replace("`", "\\`").replace("*", "\\*")
+    s = s.replace("\n", " ").replace("\r", " ")
+    return _HTML_START.sub("&lt;", _ENTITY.sub("&amp;", s))
+
+
+def md_code(text: object) -> str:
+    """Text as a Markdown code span inside a table cell (literal on GitHub; pipes escaped)."""
+    s = str(text).replace("`", "'").replace("\n", " ").replace("\r", " ").replace("|", "\\|")
+    return f"`{s}`"
 
 
 def markdown_table(df: pd.DataFrame, index: bool = False) -> str:
