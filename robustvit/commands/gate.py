@@ -76,7 +76,7 @@ def evaluate_for_gate(policy, args: argparse.Namespace) -> str:
     import dataclasses
     import sys
 
-    from robustvit.config import ModelConfig, RunConfig, build_suite, load_suite_file, validate
+    from robustvit.config import ModelConfig, build_suite, validate
     from robustvit.errors import UserError
     from robustvit.runner import execute
     from robustvit.store import Store
@@ -88,11 +88,7 @@ def evaluate_for_gate(policy, args: argparse.Namespace) -> str:
     if any("*" in s for s in needed):
         raise UserError("--evaluate needs each rule's suite spelled out (no * in the first path segment)")
     suite_file = args.suite_file or policy.suite_file
-    overrides = {"device": args.device}
-    cfg = load_suite_file(suite_file, overrides) if suite_file else RunConfig(models=[], suites=[],
-                                                                               source="gate --evaluate")
-    if args.device and not suite_file:
-        cfg.device = args.device
+    cfg = _suite_config(suite_file, model, args.device)
     by_name = {s.name: s for s in cfg.suites}
     suites = [by_name.get(n) or build_suite(n, {}, f"gate --evaluate: suite {n!r}") for n in needed]
     known = {m.label: m for m in cfg.models}
@@ -116,3 +112,44 @@ def evaluate_for_gate(policy, args: argparse.Namespace) -> str:
         summary = execute(run_cfg, store, on_event=on_event)
     shas = [k["model_sha"] for k in summary.keys if k["model"] == target.label]
     return shas[0]
+
+
+def _suite_config(suite_file: str | None, model: str, device: str | None):
+    """The suite file's config (a file without ``[[models]]`` is fine here: the gate names the model)."""
+    import dataclasses
+    import tempfile
+    from pathlib import Path
+
+    import tomllib
+
+    from robustvit.config import ModelConfig, RunConfig, load_suite_file
+    from robustvit.errors import UserError
+
+    overrides = {"device": device}
+    if not suite_file:
+        cfg = RunConfig(models=[ModelConfig(spec=model)], suites=[], source="gate --evaluate")
+        return dataclasses.replace(cfg, device=device) if device else cfg
+    path = Path(suite_file)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return load_suite_file(path, overrides)  # its own clear error
+    if doc.get("models"):
+        return load_suite_file(path, overrides)
+    # validate the file with the gated model added, so run settings and suite options are checked as usual
+    text = path.read_text(encoding="utf-8") + f"\n[[models]]\nspec = {json_str(model)}\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / path.name
+        copy.write_text(text, encoding="utf-8")
+        try:
+            cfg = load_suite_file(copy, overrides)
+        except UserError as exc:
+            raise UserError(str(exc).replace(str(copy), str(path))) from None
+    return dataclasses.replace(cfg, source=str(path))
+
+
+def json_str(text: str) -> str:
+    """A TOML basic string (JSON string syntax is valid TOML for these characters)."""
+    import json
+
+    return json.dumps(text)
