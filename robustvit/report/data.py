@@ -113,9 +113,14 @@ def directions(selected: pd.DataFrame) -> dict[str, bool]:
 
 
 def pattern_regex(pattern: str) -> re.Pattern[str]:
-    """A regex for a metric-path pattern: ``*`` matches within one path segment, ``**`` across segments."""
+    """A regex for a metric-path pattern: ``*`` matches within one path segment, ``**`` across segments.
+
+    A slash between two digits belongs to a number (the fraction in ``eps=4/255``), not a segment
+    boundary, so ``adversarial/pgd-linf/*/robust_acc`` matches ``.../eps=4/255/robust_acc``.
+    """
     parts = re.split(r"(\*\*|\*)", pattern)
-    body = "".join(".*" if p == "**" else "[^/]*" if p == "*" else re.escape(p) for p in parts)
+    segment = r"(?:[^/]|(?<=\d)/(?=\d))*"
+    body = "".join(".*" if p == "**" else segment if p == "*" else re.escape(p) for p in parts)
     return re.compile(f"^{body}$")
 
 
