@@ -37,6 +37,7 @@ def fmt_value(value: object, digits: int = 4) -> str:
 
 _HTML_START = re.compile(r"<(?=[A-Za-z/!?])")
 _ENTITY = re.compile(r"&(?=[A-Za-z#])")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def md_escape(text: object) -> str:
@@ -47,7 +48,7 @@ def md_escape(text: object) -> str:
     named ``<script>`` stays text; ``<=`` and ``>=`` stay readable.
     """
     s = str(text).replace("\\", "\\\\").replace("|", "\\|").replace("`", "\\`").replace("*", "\\*")
-    s = s.replace("\n", " ").replace("\r", " ")
+    s = _CONTROL.sub("", s.replace("\n", " ").replace("\r", " "))
     return _HTML_START.sub("&lt;", _ENTITY.sub("&amp;", s))
 
 
