@@ -1,0 +1,63 @@
+"""Arguments and helpers shared by several subcommands."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_store_argument(parser: argparse.ArgumentParser) -> None:
+    """``--store PATH`` (default ``$ROBUSTVIT_STORE`` or ``./robustvit-results.sqlite``)."""
+    parser.add_argument(
+        "--store",
+        default=None,
+        help="results store (SQLite file); default $ROBUSTVIT_STORE or ./robustvit-results.sqlite",
+    )
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by ``eval`` and ``run`` (on ``run`` they override the file's ``[run]``)."""
+    add_store_argument(parser)
+    parser.add_argument("--data", help="evaluation dataset: a registered name (digits) or an image folder")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: auto (CUDA when present)")
+    parser.add_argument("--batch-size", type=int, dest="batch_size")
+    parser.add_argument("--limit", type=int, help="evaluate a seeded subset of this many images")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--amp", choices=("bf16", "fp16"), help="autocast inference to this dtype")
+    parser.add_argument("--workers", type=int, help="DataLoader workers for image folders")
+    parser.add_argument("--force", action="store_true", help="recompute cells already stored")
+    parser.add_argument("--quiet", action="store_true", help="print only the final tables")
+    parser.add_argument("--format", choices=("table", "markdown", "csv", "json"), default="table",
+                        help="format of the printed tables")
+
+
+def execute_and_print(cfg, args: argparse.Namespace) -> int:
+    """Run a validated config, printing progress to stderr and the ViT-vs-CNN tables to stdout."""
+    import sys
+
+    from robustvit.runner import execute
+    from robustvit.store import Store
+    from robustvit.summary import format_table, summary_tables
+
+    def on_event(e) -> None:
+        if args.quiet:
+            return
+        if e.kind == "model":
+            print(f"[{e.model}] loaded ({e.detail})", file=sys.stderr)
+        elif e.kind == "plan":
+            print(f"[{e.model}] {e.suite}: {e.detail}", file=sys.stderr)
+        elif e.kind == "cell":
+            print(f"[{e.model}] {e.suite} {e.cell or '(all)'} done in {e.seconds:.1f}s", file=sys.stderr)
+
+    with Store(args.store) as store:
+        summary = execute(cfg, store, force=args.force, on_event=on_event)
+        frames = [store.cell_records(key) for key in summary.keys]
+    import pandas as pd
+
+    df = pd.concat(frames, ignore_index=True)
+    reuse = (f"reused {summary.cached} stored cells (no recomputation)" if summary.cached else "nothing reused")
+    print(f"run {summary.run_id}: computed {summary.computed} cells, {reuse}; {summary.seconds:.1f}s; "
+          f"store {store.path}", file=sys.stderr)
+    for suite, table in summary_tables(df):
+        print(f"\n## {suite}\n" if args.format in ("table", "markdown") else "")
+        print(format_table(table, args.format))
+    return 0

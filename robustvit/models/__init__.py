@@ -1,0 +1,229 @@
+"""Model specs a user can type, loaded into a :class:`~robustvit.models.wrapper.ModelWrapper`.
+
+==============================  =====================================================================
+spec                            meaning
+==============================  =====================================================================
+``zoo_vit``, ``zoo_resnet``     embedded zoo models (and any model registered in ``robustvit.models``)
+``timm:<arch>``                 timm architecture; timm's pretrained weights unless a checkpoint is
+                                given or ``pretrained=False``
+``torchvision:<name>``          torchvision architecture; its ``DEFAULT`` weights unless a checkpoint
+                                is given or ``pretrained=False``
+``torchscript:<path>``          a TorchScript archive (``torch.jit.save``)
+``python:<module>:<callable>``  ``callable(**model_kwargs)`` returning an ``nn.Module`` (or a
+                                wrapper); ``<module>`` is an importable module or a ``.py`` path
+==============================  =====================================================================
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from robustvit.errors import UserError
+from robustvit.models.checkpoint import file_sha256, load_into, read_checkpoint, state_dict_sha256
+from robustvit.models.wrapper import ModelWrapper, check_family, infer_family, timm_features
+
+__all__ = ["ModelWrapper", "load_model", "wrap"]
+
+IMAGENET_DEFAULT = {
+    "input_size": (3, 224, 224), "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
+    "interpolation": "bilinear", "crop_pct": 0.875, "crop_mode": "center",
+}
+PREPROCESS_KEYS = ("input_size", "mean", "std", "interpolation", "crop_pct", "crop_mode")
+
+
+def wrap(
+    model: nn.Module,
+    *,
+    name: str,
+    family: str | None = None,
+    arch: str | None = None,
+    checkpoint: str | None = None,
+    unsafe_pickle: bool = False,
+    data_config: Mapping[str, Any] | None = None,
+    preprocess: Mapping[str, Any] | None = None,
+    num_classes: int | None = None,
+) -> ModelWrapper:
+    """Load an optional checkpoint into ``model`` and wrap it.
+
+    The hash is the checkpoint file's sha256 when there is one, else that of the weights.
+    """
+    if checkpoint is not None:
+        load_into(model, read_checkpoint(checkpoint, unsafe_pickle=unsafe_pickle), checkpoint)
+        sha = file_sha256(checkpoint)
+    else:
+        sha = state_dict_sha256(model.state_dict())
+    cfg = dict(data_config or _timm_data_config(model) or IMAGENET_DEFAULT)
+    for key, value in (preprocess or {}).items():
+        if key not in PREPROCESS_KEYS:
+            raise UserError(f"model {name!r}: unknown preprocessing option {key!r} (allowed: {', '.join(PREPROCESS_KEYS)})")
+        cfg[key] = tuple(value) if isinstance(value, list) else value
+    if isinstance(cfg["input_size"], int):
+        cfg["input_size"] = (3, cfg["input_size"], cfg["input_size"])
+    n = num_classes or getattr(model, "num_classes", None) or _probe_num_classes(model, cfg["input_size"])
+    is_timm = hasattr(model, "forward_head") and hasattr(model, "forward_features")
+    return ModelWrapper(
+        model, name=name, family=check_family(family) if family else infer_family(arch or name),
+        sha=sha[:16], data_config=cfg, num_classes=int(n), features_fn=timm_features if is_timm else None,
+    )
+
+
+def _timm_data_config(model: nn.Module) -> dict[str, Any] | None:
+    if getattr(model, "pretrained_cfg", None) is None:
+        return None
+    from timm.data import resolve_data_config
+
+    cfg = dict(resolve_data_config({}, model=model))
+    # a model built with another img_size keeps its pretrained_cfg's size: trust the model
+    size = getattr(getattr(model, "patch_embed", None), "img_size", None) or getattr(model, "img_size", None)
+    if size is not None:
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        cfg["input_size"] = (3, int(size[0]), int(size[1]))
+    return cfg
+
+
+def _probe_num_classes(model: nn.Module, input_size: tuple[int, ...]) -> int:
+    with torch.no_grad():
+        return int(model(torch.zeros(1, *input_size)).shape[-1])
+
+
+def load_model(
+    spec: str,
+    *,
+    checkpoint: str | None = None,
+    family: str | None = None,
+    pretrained: bool | None = None,
+    unsafe_pickle: bool = False,
+    name: str | None = None,
+    num_classes: int | None = None,
+    preprocess: Mapping[str, Any] | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+) -> ModelWrapper:
+    """Build the model a spec names (see the module docstring) and wrap it.
+
+    Args:
+        spec: ``zoo_vit``, ``timm:<arch>``, ``torchvision:<name>``, ``torchscript:<path>`` or
+            ``python:<module>:<callable>``.
+        checkpoint: Local weights (safetensors or a torch state dict).
+        family: ``vit`` | ``cnn`` | ``hybrid``; inferred from the architecture when omitted.
+        pretrained: Fetch the library's pretrained weights (default: when no checkpoint is given).
+        unsafe_pickle: Allow checkpoints that need full unpickling (only for trusted files).
+        name: Name shown in results (default: the spec).
+        num_classes: Override the number of classes (timm/torchvision/python constructors).
+        preprocess: Overrides of ``input_size``, ``mean``, ``std``, ``interpolation``, ``crop_pct``.
+        model_kwargs: Extra constructor arguments.
+    """
+    name = name or spec
+    kw = dict(model_kwargs or {})
+    common = {"name": name, "family": family, "checkpoint": checkpoint, "unsafe_pickle": unsafe_pickle,
+              "preprocess": preprocess}
+    kind, sep, rest = spec.partition(":")
+    if not sep:
+        from robustvit.registries import MODELS
+
+        factory = MODELS.get(spec)
+        return factory(**common, **kw)
+    if not rest:
+        raise UserError(f"model spec {spec!r} names no model after {kind + ':'!r}")
+    if kind == "timm":
+        return _load_timm(rest, pretrained, num_classes, kw, common)
+    if kind == "torchvision":
+        return _load_torchvision(rest, pretrained, num_classes, kw, common)
+    if kind == "torchscript":
+        return _load_torchscript(rest, name, family, preprocess)
+    if kind == "python":
+        return _load_python(rest, num_classes, kw, common)
+    raise UserError(f"unknown model spec kind {kind!r} in {spec!r} (allowed: timm:, torchvision:, torchscript:, python:, or a zoo name)")
+
+
+def _load_timm(arch: str, pretrained: bool | None, num_classes: int | None, kw: dict, common: dict) -> ModelWrapper:
+    import timm
+
+    if not timm.is_model(arch):
+        import difflib
+
+        close = difflib.get_close_matches(arch, timm.list_models(), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UserError(f"unknown timm architecture {arch!r}{hint} (see timm.list_models())")
+    use_pretrained = (common["checkpoint"] is None) if pretrained is None else pretrained
+    if num_classes is not None:
+        kw["num_classes"] = num_classes
+    try:
+        model = timm.create_model(arch, pretrained=use_pretrained, **kw)
+    except (OSError, RuntimeError, ValueError) as exc:  # offline hub, missing weights tag
+        if not use_pretrained:
+            raise UserError(f"cannot build timm model {arch!r}: {exc}") from exc
+        raise UserError(
+            f"cannot fetch timm pretrained weights for {arch!r} ({type(exc).__name__}); "
+            "give a local checkpoint with --checkpoint PATH, or pretrained=false for random weights"
+        ) from exc
+    return wrap(model, arch=arch, **common)
+
+
+def _load_torchvision(arch: str, pretrained: bool | None, num_classes: int | None, kw: dict, common: dict) -> ModelWrapper:
+    import torchvision
+
+    if arch not in torchvision.models.list_models():
+        raise UserError(f"unknown torchvision model {arch!r} (see torchvision.models.list_models())")
+    use_pretrained = (common["checkpoint"] is None) if pretrained is None else pretrained
+    data_config = dict(IMAGENET_DEFAULT)
+    weights = None
+    if use_pretrained:
+        weights = torchvision.models.get_model_weights(arch).DEFAULT
+        t = weights.transforms()
+        crop, resize = int(t.crop_size[0]), int(t.resize_size[0])
+        data_config.update(input_size=(3, crop, crop), mean=tuple(t.mean), std=tuple(t.std),
+                           interpolation=t.interpolation.value, crop_pct=crop / resize)
+    if num_classes is not None:
+        kw["num_classes"] = num_classes
+    try:
+        model = torchvision.models.get_model(arch, weights=weights, **kw)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise UserError(
+            f"cannot fetch torchvision weights for {arch!r} ({type(exc).__name__}); "
+            "give a local checkpoint with --checkpoint PATH, or pretrained=false"
+        ) from exc
+    return wrap(model, arch=arch, data_config=data_config, **common)
+
+
+def _load_torchscript(path: str, name: str, family: str | None, preprocess: Mapping[str, Any] | None) -> ModelWrapper:
+    if not Path(path).is_file():
+        raise UserError(f"TorchScript file {path!r} does not exist")
+    try:
+        model = torch.jit.load(path, map_location="cpu")
+    except (RuntimeError, ValueError) as exc:
+        raise UserError(f"{path!r} is not a TorchScript archive: {str(exc).splitlines()[0]}") from exc
+    return wrap(model, name=name, family=family, arch=Path(path).stem, data_config=IMAGENET_DEFAULT,
+                preprocess=preprocess)
+
+
+def _load_python(target: str, num_classes: int | None, kw: dict, common: dict) -> ModelWrapper:
+    module_name, sep, attr = target.rpartition(":")
+    if not sep or not module_name or not attr:
+        raise UserError(f"python model spec must be python:<module>:<callable>, got 'python:{target}'")
+    try:
+        if module_name.endswith(".py"):
+            if not Path(module_name).is_file():
+                raise UserError(f"python model file {module_name!r} does not exist")
+            mspec = importlib.util.spec_from_file_location(Path(module_name).stem, module_name)
+            module = importlib.util.module_from_spec(mspec)  # type: ignore[arg-type]
+            mspec.loader.exec_module(module)  # type: ignore[union-attr]
+        else:
+            module = importlib.import_module(module_name)
+        factory = getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise UserError(f"cannot load python:{target}: {exc}") from exc
+    if num_classes is not None:
+        kw["num_classes"] = num_classes
+    model = factory(**kw)
+    if isinstance(model, ModelWrapper):
+        return model
+    if not isinstance(model, nn.Module):
+        raise UserError(f"python:{target} returned {type(model).__name__}, not a torch.nn.Module")
+    return wrap(model, arch=attr, **common)

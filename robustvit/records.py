@@ -1,0 +1,85 @@
+"""The one record schema.
+
+Results are flat, long-format rows: one metric value per row. Reports, leaderboards and the gate
+read only these columns (as a pandas DataFrame from :meth:`robustvit.store.Store.records`).
+
+=================  =======  ==========================================================================
+column             type     meaning
+=================  =======  ==========================================================================
+run_id             str      the run that computed the row (see the ``runs`` manifest table)
+model              str      model name as the user typed it (``zoo_vit``, ``timm:vit_base_patch16_224``)
+model_sha          str      sha256 (first 16 hex) of the checkpoint / weights; identifies the weights
+family             str      ``vit`` | ``cnn`` | ``hybrid``
+params             int      number of parameters of the model
+suite              str      the suite's name in the run: its table name in a suite file
+                            (``[suites.imagenet_r]``), else its kind; the first part of metric paths
+kind               str      the suite's kind: ``clean``, ``corruption``, ``adversarial``, ``ood``, ...
+suite_version      str      version of the suite's code; a new version invalidates cached cells
+config_key         str      hash of the suite options, dataset, limit and seed (cache key)
+dataset            str      the evaluation dataset spec (``digits``, a folder path)
+cell               str      the unit of work: ``""`` for suite-level aggregates, else for example
+                            ``gaussian_noise/3``, ``pgd-linf/eps=4/255``, ``ood/far/textures/energy``
+metric             str      ``top1``, ``error``, ``mce``, ``robust_acc``, ``auroc``, ...
+value              float    the number (never a string; NaN where undefined)
+n                  int      number of examples behind the value
+higher_is_better   bool     direction of the metric (ranking, gates)
+created_at         str      ISO-8601 UTC time the row was written
+=================  =======  ==========================================================================
+
+A metric's full path, used by gates and reports, is ``suite/cell/metric`` with an empty cell
+omitted: ``clean/top1``, ``corruption/mce``, ``adversarial/pgd-linf/eps=4/255/robust_acc``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+RECORD_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "model",
+    "model_sha",
+    "family",
+    "params",
+    "suite",
+    "kind",
+    "suite_version",
+    "config_key",
+    "dataset",
+    "cell",
+    "metric",
+    "value",
+    "n",
+    "higher_is_better",
+    "created_at",
+)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One measured value of a cell."""
+
+    metric: str
+    value: float
+    n: int
+    higher_is_better: bool
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "value", float(self.value))
+        object.__setattr__(self, "n", int(self.n))
+
+
+@dataclass
+class CellResult:
+    """All metrics of one finished cell; the store writes a cell whole or not at all."""
+
+    cell: str
+    metrics: list[Metric] = field(default_factory=list)
+
+    def add(self, metric: str, value: float, n: int, higher_is_better: bool) -> CellResult:
+        self.metrics.append(Metric(metric, value, n, higher_is_better))
+        return self
+
+
+def metric_path(suite: str, cell: str, metric: str) -> str:
+    """``suite/cell/metric``, with an empty cell left out."""
+    return "/".join(p for p in (suite, cell, metric) if p)

@@ -1,0 +1,141 @@
+"""Plan model x suite x cell, skip what the store already has, run the rest, store each cell.
+
+The runner neither prints nor writes files: it reports progress through an ``on_event`` callback
+and writes only through :class:`~robustvit.store.Store`, one transaction per finished cell, so
+an interrupted run resumes with the missing cells only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from robustvit.config import ModelConfig, RunConfig
+from robustvit.context import FeatureCache, SuiteContext
+from robustvit.data.catalog import spec_label
+from robustvit.errors import UserError
+from robustvit.models import ModelWrapper, load_model
+from robustvit.store import Store
+
+VERSIONED_PACKAGES = ("robustvit", "torch", "torchvision", "timm", "torchattacks", "foolbox", "scikit-learn",
+                      "numpy", "pandas")
+
+
+@dataclass
+class Event:
+    """Progress of a run: ``model`` loaded, ``plan`` of a suite, ``cell`` stored, ``aggregate`` stored."""
+
+    kind: str
+    model: str
+    suite: str = ""
+    cell: str = ""
+    detail: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    computed: int = 0
+    cached: int = 0
+    keys: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without it is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device 'cuda' asked for, but no CUDA device is available (use --device cpu or auto)")
+    return torch.device(name)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for pkg in VERSIONED_PACKAGES:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_commit() -> str | None:
+    """The commit of the robustvit checkout when run from one, else ``None``."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def config_key(suite_kind: str, suite_version: str, options: dict, dataset: str, limit: int | None, seed: int,
+               batch_size: int, amp: str | None) -> str:
+    """Hash of everything besides the weights that defines a suite's numbers."""
+    doc = {"suite": suite_kind, "version": suite_version, "options": options, "dataset": dataset, "limit": limit,
+           "seed": seed, "batch_size": batch_size, "amp": amp}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def build_model(m: ModelConfig) -> ModelWrapper:
+    return load_model(m.spec, checkpoint=m.checkpoint, family=m.family, pretrained=m.pretrained,
+                      unsafe_pickle=m.unsafe_pickle, name=m.label, num_classes=m.num_classes,
+                      preprocess=m.preprocess, model_kwargs=m.kwargs)
+
+
+def execute(cfg: RunConfig, store: Store, *, force: bool = False, on_event: Callable[[Event], None] | None = None,
+            feature_cache: FeatureCache | None = None, show_progress: bool = True) -> RunSummary:
+    """Run every (model, suite) of ``cfg``; cells already stored are skipped unless ``force``."""
+    emit = on_event or (lambda _e: None)
+    device = resolve_device(cfg.device)
+    cache = feature_cache or FeatureCache()
+    start = time.perf_counter()
+    run_id = store.start_run(cfg.as_dict(), package_versions(), str(device), cfg.seed, git_commit())
+    summary = RunSummary(run_id)
+    for mcfg in cfg.models:
+        t0 = time.perf_counter()
+        model = build_model(mcfg)
+        emit(Event("model", model.name, detail=f"{model.family}, {model.params:,} params, sha {model.sha}",
+                   seconds=time.perf_counter() - t0))
+        for scfg in cfg.suites:
+            suite = scfg.suite
+            data = scfg.data if scfg.data is not None else cfg.data
+            limit = scfg.limit if scfg.limit is not None else cfg.limit
+            batch_size = scfg.batch_size or cfg.batch_size
+            key = {"model": model.name, "model_sha": model.sha, "family": model.family, "params": model.params,
+                   "suite": scfg.name, "kind": suite.kind, "suite_version": suite.version, "dataset": spec_label(data),
+                   "config_key": config_key(suite.kind, suite.version, suite.config(), spec_label(data), limit,
+                                            cfg.seed, batch_size, cfg.amp)}
+            summary.keys.append(key)
+            ctx = SuiteContext(model=model, suite=suite.name, dataset=data, device=device, batch_size=batch_size,
+                               seed=cfg.seed, limit=limit, amp=cfg.amp, workers=cfg.workers, store=store, key=key,
+                               feature_cache=cache, show_progress=show_progress)
+            done = store.done_cells(key)
+            cells = suite.cells()
+            todo = list(cells) if force else [c for c in cells if c not in done]
+            summary.cached += len(cells) - len(todo)
+            emit(Event("plan", model.name, suite.name, detail=f"{len(todo)} to compute, {len(cells) - len(todo)} stored"))
+            t0 = time.perf_counter()
+            for result in suite.run(ctx, todo) if todo else ():
+                store.write_cell(run_id, key, result)
+                summary.computed += 1
+                emit(Event("cell", model.name, suite.name, result.cell, seconds=time.perf_counter() - t0))
+                t0 = time.perf_counter()
+            aggregates = suite.aggregate(store.cell_records(key), ctx)
+            for result in aggregates:
+                if todo or result.cell not in done:
+                    store.write_cell(run_id, key, result)
+                    emit(Event("aggregate", model.name, suite.name, result.cell))
+    summary.seconds = time.perf_counter() - start
+    return summary

@@ -1,0 +1,61 @@
+"""What every suite is: a planner of cells and a producer of :class:`CellResult` s.
+
+A suite never prints and never writes files: it yields results, the runner stores them.
+
+Contract:
+    * ``Suite(**options)`` validates its options (unknown key or bad value -> :class:`UserError`).
+    * :meth:`Suite.cells` lists the cells the options ask for (stable names, e.g. ``"gaussian_noise/3"``).
+    * :meth:`Suite.run` computes the requested cells (those not already stored) and yields one
+      :class:`CellResult` per finished cell, in any order.
+    * :meth:`Suite.aggregate` turns the stored per-cell records of this model/config into
+      suite-level results (``cell=""`` by convention, e.g. ``mce``); it is called after every run
+      and must be a pure function of those records (so cached and fresh cells aggregate alike).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from robustvit.errors import UserError
+from robustvit.records import CellResult
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from robustvit.context import SuiteContext
+
+
+class Suite:
+    """Base class of suites. Subclasses set ``kind``, ``version`` and ``options`` (name -> default)."""
+
+    kind: ClassVar[str] = "?"
+    version: ClassVar[str] = "1"
+    #: allowed option names and their defaults
+    options: ClassVar[Mapping[str, Any]] = {}
+
+    def __init__(self, name: str | None = None, **opts: Any) -> None:
+        self.name = name or self.kind
+        unknown = sorted(set(opts) - set(self.options))
+        if unknown:
+            allowed = ", ".join(sorted(self.options)) or "none"
+            raise UserError(f"suite {self.name!r}: unknown option {unknown[0]!r} (allowed: {allowed})")
+        self.opts: dict[str, Any] = {**self.options, **opts}
+        self.validate()
+
+    def validate(self) -> None:
+        """Check ``self.opts``; raise :class:`UserError` naming the bad option and what is allowed."""
+
+    def cells(self) -> list[str]:
+        raise NotImplementedError
+
+    def run(self, ctx: SuiteContext, cells: list[str]) -> Iterator[CellResult]:
+        raise NotImplementedError
+
+    def aggregate(self, records: pd.DataFrame, ctx: SuiteContext) -> list[CellResult]:
+        """Suite-level results from the stored per-cell records; none by default."""
+        return []
+
+    def config(self) -> dict[str, Any]:
+        """The options that define the numbers (part of the cache key)."""
+        return dict(self.opts)

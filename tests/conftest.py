@@ -1,0 +1,22 @@
+"""Shared fixtures: hermetic environment (no plugins, feature cache and store in tmp folders)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("ROBUSTVIT_NO_PLUGINS", "1")
+
+
+@pytest.fixture(autouse=True)
+def _hermetic(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROBUSTVIT_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("ROBUSTVIT_NO_PLUGINS", "1")
+    monkeypatch.delenv("ROBUSTVIT_STORE", raising=False)
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    return tmp_path / "results.sqlite"
