@@ -57,9 +57,11 @@ class Style:
         return {"color": self.color(model), "marker": self.marker(model), "label": label(model)}
 
 
-def label(text: str) -> str:
-    """Text safe for a matplotlib label: no mathtext (``$``), not hidden by a leading underscore."""
-    text = str(text).replace("$", r"\$")
+def label(text: str, width: int = 40) -> str:
+    """Text safe for a matplotlib label: no mathtext (``$``), not hidden by a leading underscore, at most ``width``."""
+    text = " ".join(str(text).split())
+    text = text if len(text) <= width else text[: width - 1] + "…"
+    text = text.replace("$", r"\$")
     return " " + text if text.startswith("_") else text
 
 
