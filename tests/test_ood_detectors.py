@@ -122,7 +122,7 @@ def ref_react(d: dict, p: float = 90) -> np.ndarray:
     return -logsumexp(logits, axis=1)
 
 
-def ref_ash(d: dict, percentile: float = 90) -> np.ndarray:
+def ref_ash(d: dict, percentile: float = 65) -> np.ndarray:
     """ASH-S from the authors' code (andrijazz/ash), on (N, D) activations."""
     x = _f32(d["f_test"]).copy()
     s1 = x.sum(1)

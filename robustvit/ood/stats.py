@@ -97,18 +97,31 @@ class LinearHead:
         self.bias = bias.double()
 
     @classmethod
-    def from_model(cls, model: torch.nn.Module, features: torch.Tensor, logits: torch.Tensor) -> LinearHead | None:
+    def from_model(cls, model: torch.nn.Module, features: torch.Tensor, logits: torch.Tensor,
+                   valid_labels: list[int] | None = None) -> LinearHead | None:
         """The model's own last layer: the last ``nn.Linear`` (D -> C) that reproduces the logits.
 
-        Checked on up to 256 of the given rows; None when no linear layer does.
+        Args:
+            model: Any module holding the classifier (e.g. the model wrapper).
+            features: (N, D) penultimate features.
+            logits: (N, C) logits of the same rows.
+            valid_labels: The logit indices kept when the logits are a class subset of the layer's
+                outputs (ImageNet-R/A), else None.
+
+        Returns:
+            The head, checked on up to 256 of the rows; None when no linear layer reproduces the logits.
         """
         n, d = features.shape
         rows = slice(0, min(n, 256))
         for module in reversed(list(model.modules())):
-            if not isinstance(module, torch.nn.Linear) or (module.in_features, module.out_features) != (d, logits.shape[1]):
+            if not isinstance(module, torch.nn.Linear) or module.in_features != d:
                 continue
             w = module.weight.detach().to(features.device)
             b = module.bias.detach().to(features.device) if module.bias is not None else w.new_zeros(w.shape[0])
+            if valid_labels and module.out_features > max(valid_labels):
+                w, b = w[valid_labels], b[valid_labels]
+            if w.shape[0] != logits.shape[1]:
+                continue
             head = cls(w, b)
             if _relative_residual(head, features[rows], logits[rows]) <= cls.tolerance:
                 return head

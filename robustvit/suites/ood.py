@@ -1,0 +1,293 @@
+"""OOD detection: a dozen detectors on one shared forward pass, near- and far-OOD sets.
+
+Every detector except ODIN reads the cached forward pass of :meth:`SuiteContext.features`
+(logits and penultimate features): the ID training split (``fit_split``) to fit, the ID test set
+and each OOD set to score; so the suite costs one forward pass per image, shared with every
+other suite on the same data. ODIN (not in the default list) runs its own gradient pass.
+
+Cells and metrics (OOD is the positive class; see :mod:`robustvit.metrics.ood`):
+
+* ``<group>/<set>/<detector>``, with group ``near``, ``far`` or ``sanity``, e.g.
+  ``far/faces/energy`` (metric path
+  ``ood/far/faces/energy/auroc``): ``auroc``, ``aupr_in``, ``aupr_out`` and ``fpr95``
+  (n = ID + OOD images) and ``id_acc``, the ID test top-1 accuracy (n = ID images).
+* Aggregates (:meth:`OODSuite.aggregate`): ``<group>/<detector>`` is the mean over the group's
+  sets (``far/energy``), and ``<group>`` (``near``, ``far``, ``sanity``) the mean over its sets
+  and all the suite's detectors, a detector-agnostic summary: ``ood/far/auroc`` is the mean
+  far-OOD AUROC over sets and detectors, ``ood/far/energy/auroc`` the Energy detector's.
+
+Options:
+
+* ``detectors``: registered detector names (default: all built-ins but ``odin``).
+* ``params``: per-detector hyper-parameters, e.g. ``{knn = {k = 10}, react = {percentile = 0.95}}``.
+* ``near``, ``far``, ``sanity``: the OOD sets of each group, a list of specs (registered dataset
+  names or folders; a set is named after the dataset or the folder's base name) or a table
+  ``name = spec``; an empty list leaves the group out. Folder specs are read as unlabelled OOD
+  data (any folder structure). Near-OOD shares low-level statistics with the ID data (new classes
+  of the same kind of image); far-OOD is another kind of image; sanity sets (noise) are kept out
+  of the far mean because softmax-based detectors are known to be overconfident on them.
+  Defaults: the embedded sets of the digits zoo (near ``letters``; far ``faces``, ``textures``,
+  ``photos``; sanity ``noise``).
+* ``fit_split``: split of the ID dataset the detectors are fitted on (default ``train``), used
+  whole: the run's ``limit`` applies to the ID test images only (a KNN or Mahalanobis fit on a
+  few images per class means little).
+* ``fit_data``: another dataset spec to fit on (e.g. a folder with a per-class subset of the
+  ImageNet training set); default: the ID dataset.
+* ``tpr``: the true positive rate of the FPR metric (default 0.95; the metric keeps the name ``fpr95``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from robustvit.errors import UserError
+from robustvit.records import CellResult
+from robustvit.suites.base import Suite
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from robustvit.context import FeatureSet, SuiteContext
+    from robustvit.ood.base import Detector
+
+GROUPS = ("near", "far", "sanity")
+DEFAULT_DETECTORS = ["msp", "maxlogit", "energy", "entropy", "gen", "mahalanobis", "rmd", "vim", "knn", "react", "ash"]
+DEFAULT_NEAR = {"letters": "ood_letters"}
+DEFAULT_FAR = {"faces": "ood_faces", "textures": "ood_textures", "photos": "ood_photos"}
+DEFAULT_SANITY = {"noise": "ood_noise"}
+
+
+def _is_folder(spec: str) -> bool:
+    """Whether a string spec names a folder rather than a registered dataset (as ``open_source``)."""
+    from robustvit.registries import DATASETS
+
+    if spec.startswith(("folder:", ".", "~")) or "/" in spec:
+        return True
+    return spec.partition(":")[0] not in DATASETS and Path(spec).is_dir()
+
+
+def _set_name(spec: str | Mapping[str, Any]) -> str:
+    """Cell-safe name of a set in a list: the dataset name or the folder's base name."""
+    if isinstance(spec, Mapping):
+        text = str(spec.get("name") or PurePath(str(spec.get("path", ""))).name)
+    elif _is_folder(spec):
+        text = PurePath(spec.removeprefix("folder:").rstrip("/")).name
+    else:
+        text = spec.partition(":")[0]
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text) or "set"
+
+
+def _dataset_spec(spec: Any, where: str) -> str | dict[str, Any]:
+    """The spec handed to ``ctx.features``: registered names as they are, folders as unlabelled data."""
+    from robustvit.registries import DATASETS
+
+    if isinstance(spec, Mapping):
+        if not (spec.get("path") or spec.get("name")):
+            raise UserError(f"{where}: a dataset table needs 'path' or 'name'")
+        out = dict(spec)
+        if "path" in out:
+            out["path"] = os.path.expanduser(str(out["path"]))
+            out.setdefault("unlabelled", True)
+        return out
+    if not isinstance(spec, str) or not spec:
+        raise UserError(f"{where}: a set must be a dataset name, a folder path or a table, got {spec!r}")
+    if _is_folder(spec):
+        return {"path": os.path.expanduser(spec.removeprefix("folder:")), "unlabelled": True}
+    DATASETS.canonical(spec.partition(":")[0])  # unknown name: did-you-mean error now, before any work
+    return spec
+
+
+class OODSuite(Suite):
+    """OOD detection metrics per (near/far set, detector); see the module docstring."""
+
+    kind: ClassVar[str] = "ood"
+    version: ClassVar[str] = "1"
+    options: ClassVar[dict[str, Any]] = {
+        "detectors": DEFAULT_DETECTORS,
+        "params": {},
+        "near": DEFAULT_NEAR,
+        "far": DEFAULT_FAR,
+        "sanity": DEFAULT_SANITY,
+        "fit_split": "train",
+        "fit_data": None,
+        "tpr": 0.95,
+    }
+
+    # -- options ---------------------------------------------------------------------------------
+    def validate(self) -> None:
+        from robustvit.registries import DETECTORS
+
+        where = f"suite {self.name!r}"
+        dets = self.opts["detectors"]
+        if isinstance(dets, str) or not isinstance(dets, list) or not dets:
+            raise UserError(f"{where}: 'detectors' must be a non-empty list of names (known: {', '.join(DETECTORS.names())})")
+        self.detectors = list(dict.fromkeys(DETECTORS.canonical(str(d)) for d in dets))
+        params = self.opts["params"]
+        if not isinstance(params, Mapping):
+            raise UserError(f"{where}: 'params' must be a table of detector name -> hyper-parameters")
+        self.params: dict[str, dict[str, Any]] = {}
+        for det, kw in params.items():
+            canon = DETECTORS.canonical(str(det))
+            if canon not in self.detectors:
+                raise UserError(f"{where}: 'params' sets {det!r}, which is not in 'detectors' ({', '.join(self.detectors)})")
+            if not isinstance(kw, Mapping):
+                raise UserError(f"{where}: params.{det} must be a table of hyper-parameters")
+            self.params[canon] = dict(kw)
+        for det in self.detectors:
+            self.make_detector(det)  # bad hyper-parameters fail now, before any work
+        self.sets: dict[str, dict[str, str | dict[str, Any]]] = {}
+        seen: set[str] = set()
+        for group in GROUPS:
+            raw = self.opts[group]
+            if isinstance(raw, str):
+                raw = [raw]
+            if isinstance(raw, list):
+                named = {_set_name(s): s for s in raw}
+            elif isinstance(raw, Mapping):
+                named = {re.sub(r"[^A-Za-z0-9_.+-]+", "_", str(k)): v for k, v in raw.items()}
+            else:
+                raise UserError(f"{where}: {group!r} must be a list of datasets/folders or a table name = spec")
+            clash = seen & set(named)
+            if clash or len(named) < len(raw):
+                raise UserError(f"{where}: OOD set name {sorted(clash)[0] if clash else '?'!r} used twice; name the sets with a table")
+            seen |= set(named)
+            self.sets[group] = {k: _dataset_spec(v, f"{where}: {group}.{k}") for k, v in named.items()}
+        if not seen:
+            raise UserError(f"{where}: no OOD sets; list some under 'near', 'far' or 'sanity'")
+        tpr = self.opts["tpr"]
+        if isinstance(tpr, bool) or not isinstance(tpr, (int, float)) or not 0 < tpr <= 1:
+            raise UserError(f"{where}: 'tpr' must be a number in (0, 1], got {tpr!r}")
+        if not isinstance(self.opts["fit_split"], str):
+            raise UserError(f"{where}: 'fit_split' must be a split name such as 'train'")
+        fit_data = self.opts["fit_data"]
+        if fit_data is not None and not isinstance(fit_data, (str, Mapping)):
+            raise UserError(f"{where}: 'fit_data' must be a dataset name, a folder path or a table")
+
+    def make_detector(self, name: str) -> Detector:
+        """A fresh detector with this suite's hyper-parameters."""
+        from robustvit.registries import DETECTORS
+
+        kw = self.params.get(name, {})
+        try:
+            return DETECTORS.get(name)(**kw)
+        except (TypeError, ValueError) as exc:
+            cls = DETECTORS.get(name)
+            allowed = ", ".join(k for k in cls.defaults() if k != "chunk_size") or "none"
+            raise UserError(f"suite {self.name!r}: detector {name!r}: bad parameters {kw}: {exc} (allowed: {allowed})") from exc
+
+    def cells(self) -> list[str]:
+        return [f"{g}/{s}/{d}" for g in GROUPS for s in self.sets[g] for d in self.detectors]
+
+    # -- computing -------------------------------------------------------------------------------
+    def run(self, ctx: SuiteContext, cells: list[str]) -> Iterator[CellResult]:
+        from robustvit.metrics.classification import top1
+        from robustvit.metrics.ood import ood_metrics
+
+        wanted = [c.split("/") for c in cells]
+        needed_sets = list(dict.fromkeys((g, s) for g, s, _ in wanted))
+        needed_dets = [d for d in self.detectors if any(w[2] == d for w in wanted)]
+        for g, s in needed_sets:  # a missing folder fails before any forward pass
+            ctx.source(self.sets[g][s])
+        id_fs = ctx.features()
+        known = id_fs.labels >= 0
+        id_acc = top1(id_fs.logits[known], id_fs.labels[known]) if bool(known.any()) else math.nan
+        fitted = self._fit(ctx, needed_dets)
+        id_scores = {d: self._scores(ctx, det, None, id_fs) for d, det in fitted.items()}
+        n_id = len(id_fs.labels)
+        tpr = float(self.opts["tpr"])
+        for g, s in needed_sets:
+            spec = self.sets[g][s]
+            ood_fs = ctx.features(spec)
+            for d in needed_dets:
+                if [g, s, d] not in wanted:
+                    continue
+                scores = self._scores(ctx, fitted[d], spec, ood_fs)
+                result = CellResult(f"{g}/{s}/{d}")
+                n = n_id + len(scores)
+                for metric, value in ood_metrics(id_scores[d], scores, tpr).items():
+                    result.add(metric, value, n, metric != "fpr95")
+                result.add("id_acc", id_acc, n_id, True)
+                yield result
+
+    def _fit(self, ctx: SuiteContext, names: list[str]) -> dict[str, Detector]:
+        dets = {n: self.make_detector(n) for n in names}
+        if not any(d.needs_fit for d in dets.values()):
+            return dets
+        train = ctx.features(self.opts["fit_data"] or ctx.dataset, split=self.opts["fit_split"])
+        head = None
+        if any(d.uses_head for d in dets.values()):
+            from robustvit.ood.stats import LinearHead
+
+            model = ctx.model
+            head = LinearHead.from_model(model, train.features, train.logits, getattr(model, "valid_labels", None))
+            if head is None:
+                head = LinearHead.from_data(train.features, train.logits)
+        for det in dets.values():
+            if det.needs_fit:
+                det.fit(train.features, train.logits, train.labels, head=head)
+        return dets
+
+    @staticmethod
+    def _scores(ctx: SuiteContext, det: Detector, spec: Any, fs: FeatureSet) -> torch.Tensor:
+        """Scores of one dataset (None = the ID test set): from the shared features, or images for ODIN."""
+        if not det.needs_images:
+            return det.score(fs.features, fs.logits).cpu()
+        out = []
+        for x, _ in ctx.progress(ctx.loader(spec), f"{det.name} scores", ctx.num_examples(spec), ctx.batch_size):
+            with ctx.autocast():
+                out.append(det.score_images(ctx.model, x).float().cpu())
+        return torch.cat(out)
+
+    # -- aggregates -------------------------------------------------------------------------------
+    def aggregate(self, records: pd.DataFrame, ctx: SuiteContext) -> list[CellResult]:
+        """Means over each group's sets, per detector (``far/energy``) and over detectors (``far``).
+
+        An aggregate is written only when every cell it averages is stored; NaN values propagate.
+        """
+        from robustvit.metrics.ood import HIGHER_IS_BETTER
+
+        if records.empty:
+            return []
+        latest = records.drop_duplicates(["cell", "metric"], keep="last").set_index(["cell", "metric"])
+        metrics = [*HIGHER_IS_BETTER, "id_acc"]
+        out = []
+        for g in GROUPS:
+            per_det: dict[str, dict[str, list[tuple[float, int]]]] = {}
+            for d in self.detectors:
+                cells = [f"{g}/{s}/{d}" for s in self.sets[g]]
+                if not cells or not all((c, m) in latest.index for c in cells for m in metrics):
+                    per_det = {}
+                    break
+                per_det[d] = {m: [(float(latest.loc[(c, m), "value"]), int(latest.loc[(c, m), "n"])) for c in cells]
+                              for m in metrics}
+            if not per_det:
+                continue
+            for d, vals in per_det.items():
+                out.append(_mean_cell(f"{g}/{d}", vals))
+            pooled = {m: [v for vals in per_det.values() for v in vals[m]] for m in metrics}
+            out.append(_mean_cell(g, pooled, n_from=next(iter(per_det.values()))))
+        return out
+
+
+def _mean_cell(cell: str, values: dict[str, list[tuple[float, int]]],
+               n_from: dict[str, list[tuple[float, int]]] | None = None) -> CellResult:
+    """A cell of means; n = the images behind one detector's cells (ID counted once)."""
+    from robustvit.metrics.ood import HIGHER_IS_BETTER
+
+    result = CellResult(cell)
+    counts = n_from or values
+    n_id = counts["id_acc"][0][1]
+    n_all = sum(n for _, n in counts["auroc"])
+    n = n_all - n_id * (len(counts["auroc"]) - 1)
+    for metric, pairs in values.items():
+        mean = sum(v for v, _ in pairs) / len(pairs)
+        hib = HIGHER_IS_BETTER.get(metric, True)
+        result.add(metric, mean, n_id if metric == "id_acc" else n, hib)
+    return result
