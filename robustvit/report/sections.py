@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from markupsafe import Markup
 
 from robustvit.report import figures
-from robustvit.report.summary import is_flag, ordered_paths, provenance
+from robustvit.report.summary import headline_paths, is_flag, ordered_paths, provenance, suite_order
 from robustvit.report.tables import html_table
 
 if TYPE_CHECKING:
@@ -175,26 +175,33 @@ def build_section(rows: pd.DataFrame, suite: str, style: figures.Style, models: 
 
 
 def scatter_figure(selected: pd.DataFrame, style: figures.Style, clean_path: str = "clean/top1",
-                   max_panels: int = 9) -> figures.Figure | None:
-    """Clean accuracy against each robustness metric (suite aggregates, or per-metric means over common cells)."""
+                   max_panels: int = 9, per_metric: int = 3) -> figures.Figure | None:
+    """Clean accuracy against each suite's headline robustness metrics, one point per model.
+
+    A metric headlining up to ``per_metric`` cells gets a panel per cell; more cells are averaged
+    (over the cells every model has) into one panel.
+    """
     import pandas as pd
 
     clean = selected[selected["path"] == clean_path].set_index("model")["value"]
     if clean.dropna().empty:
         return None
-    others = selected[(selected["suite"] != clean_path.split("/")[0]) & ~selected["metric"].map(is_flag)]
+    clean_suite = clean_path.split("/")[0]
     frames = []
-    for suite, rows in others.groupby("suite", sort=False):
-        agg = rows[rows["cell"] == ""]
-        if not agg.empty:
-            frames.append(agg.assign(panel=agg["path"])[["model", "panel", "value"]])
+    for suite in suite_order(selected):
+        if suite == clean_suite:
             continue
-        for metric, mrows in rows.groupby("metric", sort=False):
-            common = _common(mrows, "cell")
-            if common.empty:
+        rows = selected[selected["suite"] == suite]
+        head = rows[rows["path"].isin(headline_paths(rows))]
+        for metric, mrows in head.groupby("metric", sort=False):
+            paths = list(dict.fromkeys(mrows["path"]))
+            if len(paths) <= per_metric:
+                frames.append(mrows.assign(panel=mrows["path"])[["model", "panel", "value"]])
                 continue
-            mean = common.groupby("model", as_index=False)["value"].mean()
-            frames.append(mean.assign(panel=f"{suite}: mean {metric} over {common['cell'].nunique()} cells"))
+            common = _common(mrows, "cell")
+            if not common.empty:
+                mean = common.groupby("model", as_index=False)["value"].mean()
+                frames.append(mean.assign(panel=f"{suite}: mean {metric} over {common['cell'].nunique()} cells"))
     if not frames:
         return None
     points = pd.concat(frames, ignore_index=True)

@@ -9,6 +9,7 @@ with a non-zero value is a warning.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,8 +21,9 @@ if TYPE_CHECKING:
 SUITE_ORDER: tuple[str, ...] = ("clean", "corruption", "adversarial", "ood", "probes")
 FLAG_PREFIX = "flag_"
 HEADLINE_BUDGET = 8
-#: preferred headline metric of a cell level that has several (first match wins)
-PRIMARY_METRICS: tuple[str, ...] = ("top1", "mce", "robust_acc", "auroc", "error", "accuracy", "acc")
+#: metrics that headline a suite when its aggregates lack them
+PRIMARY_METRICS: tuple[str, ...] = ("top1", "mce", "relative_mce", "robust_acc", "auroc", "fpr95", "error",
+                                    "accuracy", "acc")
 
 
 def suite_order(selected: pd.DataFrame) -> list[str]:
@@ -37,8 +39,12 @@ def model_order(selected: pd.DataFrame) -> dict[str, str]:
     return {m: fam[m] for m in sorted(fam, key=lambda m: (rank.get(fam[m], 3), list(fam).index(m)))}
 
 
-def depth(path_cell: str) -> int:
-    return 0 if not path_cell else path_cell.count("/") + 1
+_SEPARATOR = re.compile(r"(?<!\d)/|/(?!\d)")
+
+
+def depth(cell: str) -> int:
+    """Number of segments of a cell; a slash between digits is part of a number (``eps=4/255``)."""
+    return 0 if not cell else len(_SEPARATOR.findall(cell)) + 1
 
 
 def is_flag(metric: str) -> bool:
@@ -48,27 +54,29 @@ def is_flag(metric: str) -> bool:
 def headline_paths(suite_rows: pd.DataFrame, budget: int = HEADLINE_BUDGET) -> list[str]:
     """The metric paths of one suite worth a place in the summary.
 
-    Whole cell-depth levels are taken, shallowest first (suite aggregates such as ``mce`` before
-    per-corruption cells), while the total stays within ``budget``. When the shallowest level alone
-    is larger, only its primary metric is kept (the first of :data:`PRIMARY_METRICS` it has, else
-    its first metric), cut to twice the budget. ``flag_*`` metrics are left to the warnings.
+    The suite's aggregates (cell ``""``) come first. When they hold no primary metric (see
+    :data:`PRIMARY_METRICS`), the primary metrics of the shallowest cell level that has one are
+    added (robust accuracy per attack and epsilon; AUROC/FPR95 per OOD group); when they do, the
+    next level is added whole if the total stays within ``budget``. A suite with no primary metric
+    anywhere shows its first level's first metric. At most twice ``budget`` paths; ``flag_*``
+    metrics are left to the warnings.
     """
     rows = suite_rows[~suite_rows["metric"].map(is_flag)]
     paths = list(dict.fromkeys(rows["path"]))
     depth_of = dict(zip(rows["path"], rows["cell"].map(depth), strict=True))
     metric_of = dict(zip(rows["path"], rows["metric"], strict=True))
-    out: list[str] = []
-    for d in sorted(set(depth_of.values())):
-        level = [p for p in paths if depth_of[p] == d]
-        if len(out) + len(level) <= budget:
-            out.extend(level)
-            continue
-        if not out:
-            names = list(dict.fromkeys(metric_of[p] for p in level))
-            primary = next((m for m in PRIMARY_METRICS if m in names), names[0])
-            out = [p for p in level if metric_of[p] == primary][: 2 * budget]
-        break
-    return out
+    levels = [[p for p in paths if depth_of[p] == d] for d in sorted(set(depth_of.values()))]
+    out = levels.pop(0) if levels and depth_of[levels[0][0]] == 0 else []
+    if any(metric_of[p] in PRIMARY_METRICS for p in out):
+        if levels and len(out) + len(levels[0]) <= budget:
+            out += levels[0]
+    else:
+        primary = next(([p for p in level if metric_of[p] in PRIMARY_METRICS] for level in levels
+                        if any(metric_of[p] in PRIMARY_METRICS for p in level)), [])
+        if not primary and not out and levels:
+            primary = [p for p in levels[0] if metric_of[p] == metric_of[levels[0][0]]]
+        out += primary
+    return out[: 2 * budget]
 
 
 def ordered_paths(selected: pd.DataFrame, suite: str) -> list[str]:
