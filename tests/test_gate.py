@@ -370,3 +370,13 @@ def test_cli_quiet_and_markdown_file(store: Path, tmp_path: Path, capsys: pytest
                  "--markdown", str(md)]) == 0
     assert capsys.readouterr().out == "gate passed: 1 passed, 0 failed, 0 errors\n"
     assert md.read_text(encoding="utf-8").startswith("## ✅ robustvit gate: PASSED")
+
+
+def test_example_policy_is_valid() -> None:
+    from robustvit.registries import SUITES
+
+    example = Path(__file__).resolve().parents[1] / "suites" / "gate.toml"
+    pol = load_policy(example)
+    assert pol.model == "zoo_vit" and pol.baseline_model == "zoo_resnet"
+    assert pol.suite_file is not None and Path(pol.suite_file).is_file()
+    assert len(pol.rules) == 6 and {r.path.split("/")[0] for r in pol.rules} <= set(SUITES.names())
