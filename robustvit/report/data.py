@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from robustvit.errors import UserError
-from robustvit.records import RECORD_COLUMNS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,13 +33,6 @@ def load_runs(store_path: str | None = None) -> pd.DataFrame:
 
     with Store(store_path, readonly=True) as store:
         return store.runs()
-
-
-def empty_records() -> pd.DataFrame:
-    """An empty DataFrame with the record columns."""
-    import pandas as pd
-
-    return pd.DataFrame({c: pd.Series(dtype=object) for c in RECORD_COLUMNS})
 
 
 def with_paths(records: pd.DataFrame) -> pd.DataFrame:
