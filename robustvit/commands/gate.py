@@ -30,9 +30,16 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from robustvit.errors import UserError
-    from robustvit.gate import load_policy, run_gate
-    from robustvit.report import load_records
-    from robustvit.report.gate_outputs import append_step_summary, to_markdown, write_junit
+
+    try:
+        from robustvit.gate import load_policy, run_gate
+        from robustvit.report import load_records
+        from robustvit.report.gate_outputs import append_step_summary, to_markdown, write_junit
+    except ImportError as exc:  # the optional report extra (jinja2, matplotlib)
+        if exc.name not in ("jinja2", "markupsafe", "matplotlib"):
+            raise
+        raise UserError(f"robustvit gate needs the report extra ({exc.name} is missing): "
+                        "pip install 'robustvit[report]'") from None
 
     policy = load_policy(args.policy)
     model_sha = None

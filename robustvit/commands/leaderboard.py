@@ -25,7 +25,14 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from robustvit.errors import UserError
-    from robustvit.report import format_leaderboard, leaderboard, load_records
+
+    try:
+        from robustvit.report import format_leaderboard, leaderboard, load_records
+    except ImportError as exc:  # the optional report extra (jinja2, matplotlib)
+        if exc.name not in ("jinja2", "markupsafe", "matplotlib"):
+            raise
+        raise UserError(f"robustvit leaderboard needs the report extra ({exc.name} is missing): "
+                        "pip install 'robustvit[report]'") from None
 
     records = load_records(args.store, model=args.model, dataset=args.dataset)
     if records.empty:

@@ -33,7 +33,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from robustvit.report import write_report_from_store
+    from robustvit.errors import UserError
+
+    try:
+        from robustvit.report import write_report_from_store
+    except ImportError as exc:  # the optional report extra (jinja2, matplotlib)
+        if exc.name not in ("jinja2", "markupsafe", "matplotlib"):
+            raise
+        raise UserError(f"robustvit report needs the report extra ({exc.name} is missing): "
+                        "pip install 'robustvit[report]'") from None
 
     html_path, markdown = write_report_from_store(args.store, args.out, title=args.title, **record_filters(args))
     print(f"report written to {html_path}")
