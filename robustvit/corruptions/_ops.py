@@ -1,0 +1,282 @@
+"""Batched tensor building blocks shared by the corruption families.
+
+Everything here works on float tensors ``(N, C, H, W)`` on any device. Linear filters with a fixed
+kernel are applied as matrix products with an exact boundary-handling operator per axis (a blur is
+``A_h @ x @ A_w^T``), which is both exact at the borders and the fastest primitive on CPU and GPU;
+big non-separable kernels (defocus disk, per-image motion kernels) go through the FFT.
+
+Border modes use the scipy / OpenCV vocabulary:
+
+* ``"nearest"``: edge value repeated (scipy ``nearest``, OpenCV ``BORDER_REPLICATE``),
+* ``"reflect"``: half-sample symmetric ``d c b a | a b c d`` (scipy ``reflect``),
+* ``"mirror"``: whole-sample symmetric ``d c b | a b c d`` (scipy ``mirror``, OpenCV ``BORDER_REFLECT_101``).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import TypeAlias, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# -- dtype / device plumbing ------------------------------------------------------------------
+
+
+def work(images: torch.Tensor) -> torch.Tensor:
+    """The images as contiguous float32 (the working precision of every corruption)."""
+    return images.to(torch.float32).contiguous()
+
+
+def finish(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Clip to [0, 1] and return in the dtype of the input."""
+    return out.clamp_(0.0, 1.0).to(like.dtype)
+
+
+Generator: TypeAlias = Union[torch.Generator, np.random.RandomState, None]  # noqa: UP007
+"""A source of randomness: a ``torch.Generator`` (on any device), or a numpy ``RandomState``.
+
+With a ``RandomState`` the draws are made by numpy with the calls, shapes and order of
+imagecorruptions 1.1.2, so a batch of one image corrupted under ``RandomState(seed)`` sees the same
+random numbers as the reference after ``np.random.seed(seed)`` (reference mode, used by the
+fidelity tests; see :func:`robustvit.corruptions.corrupt`).
+"""
+
+
+def is_numpy(generator: object) -> bool:
+    """Whether ``generator`` is a numpy ``RandomState`` (reference mode)."""
+    return isinstance(generator, np.random.RandomState)
+
+
+def _gen_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
+    return generator.device if generator is not None else device
+
+
+def uniform(shape: tuple[int, ...], generator: Generator, device: torch.device,
+            low: float = 0.0, high: float = 1.0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``U(low, high)`` samples drawn from ``generator`` (on its device), returned on ``device``."""
+    if is_numpy(generator):
+        return torch.from_numpy(generator.uniform(low, high, size=shape)).to(device=device, dtype=dtype)
+    u = torch.rand(shape, generator=generator, device=_gen_device(generator, device), dtype=dtype)
+    if low != 0.0 or high != 1.0:
+        u = u.mul_(high - low).add_(low)
+    return u.to(device)
+
+
+def normal(shape: tuple[int, ...], generator: Generator, device: torch.device,
+           mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
+    """``N(mean, std^2)`` samples drawn from ``generator``, returned on ``device``."""
+    if is_numpy(generator):
+        return torch.from_numpy(generator.normal(loc=mean, scale=std, size=shape)).to(device=device,
+                                                                                      dtype=torch.float32)
+    z = torch.randn(shape, generator=generator, device=_gen_device(generator, device))
+    if std != 1.0 or mean != 0.0:
+        z = z.mul_(std).add_(mean)
+    return z.to(device)
+
+
+def randint(low: int, high: int, shape: tuple[int, ...], generator: Generator,
+            device: torch.device) -> torch.Tensor:
+    """Integers in ``[low, high)`` (numpy's ``randint`` convention)."""
+    if is_numpy(generator):
+        return torch.from_numpy(np.asarray(generator.randint(low, high, size=shape), dtype=np.int64)).to(device)
+    return torch.randint(low, high, shape, generator=generator, device=_gen_device(generator, device)).to(device)
+
+
+def randint_below(highs: torch.Tensor, generator: Generator) -> torch.Tensor:
+    """One integer in ``[0, highs[i])`` per entry (CPU int64), drawn in order."""
+    if is_numpy(generator):
+        return torch.tensor([int(generator.randint(0, int(h))) for h in highs.tolist()], dtype=torch.int64)
+    u = uniform(tuple(highs.shape), generator, torch.device("cpu"), dtype=torch.float64)
+    return (u * highs.to(torch.float64)).long().clamp_(max=(highs - 1).clamp_min(0))
+
+
+# -- separable linear filters as exact matrix operators -----------------------------------------
+
+
+def _border_index(idx: np.ndarray, n: int, mode: str) -> np.ndarray:
+    if mode == "nearest":
+        return np.clip(idx, 0, n - 1)
+    if mode == "reflect":  # half-sample symmetric, period 2n
+        idx = np.mod(idx, 2 * n)
+        return np.where(idx >= n, 2 * n - 1 - idx, idx)
+    if mode == "mirror":  # whole-sample symmetric, period 2n - 2
+        if n == 1:
+            return np.zeros_like(idx)
+        idx = np.mod(idx, 2 * n - 2)
+        return np.where(idx >= n, 2 * n - 2 - idx, idx)
+    raise ValueError(f"unknown border mode {mode!r}")
+
+
+def correlation_matrix(n: int, weights: np.ndarray, mode: str) -> np.ndarray:
+    """The ``(n, n)`` matrix of a centred 1-D correlation with ``weights`` under a border mode."""
+    r = len(weights) // 2
+    rows = np.arange(n)[:, None]
+    taps = np.arange(-r, r + 1)[None, :]
+    cols = _border_index(rows + taps, n, mode)
+    mat = np.zeros((n, n), dtype=np.float64)
+    np.add.at(mat, (np.broadcast_to(rows, cols.shape), cols), np.broadcast_to(weights, cols.shape))
+    return mat
+
+
+def gauss_weights(sigma: float, truncate: float = 4.0) -> np.ndarray:
+    """scipy.ndimage's Gaussian taps: radius ``int(truncate * sigma + 0.5)``, normalised."""
+    radius = int(truncate * float(sigma) + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    w = np.exp(-0.5 / float(sigma) ** 2 * x**2)
+    return w / w.sum()
+
+
+@lru_cache(maxsize=256)
+def _gauss_matrix(n: int, sigma: float, truncate: float, mode: str) -> np.ndarray:
+    return correlation_matrix(n, gauss_weights(sigma, truncate), mode)
+
+
+def _operator(mat: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(mat).to(device=device, dtype=torch.float32)
+
+
+def apply_separable(x: torch.Tensor, mat_h: np.ndarray | None, mat_w: np.ndarray | None) -> torch.Tensor:
+    """``mat_h @ x @ mat_w^T`` over the last two axes (either operator may be ``None`` = identity)."""
+    if mat_w is not None:
+        x = torch.matmul(x, _operator(mat_w, x.device).T)
+    if mat_h is not None:
+        x = torch.matmul(_operator(mat_h, x.device), x)
+    return x
+
+
+def gaussian_filter(x: torch.Tensor, sigma: float | tuple[float, float], *, truncate: float = 4.0,
+                    mode: str = "nearest") -> torch.Tensor:
+    """scipy.ndimage.gaussian_filter over the last two axes (skimage.filters.gaussian's core).
+
+    Args:
+        x: ``(..., H, W)`` float tensor.
+        sigma: One sigma or ``(sigma_h, sigma_w)`` in pixels; an axis with sigma <= 1e-15 is left alone.
+        truncate: Kernel radius in sigmas (scipy: ``int(truncate * sigma + 0.5)``).
+        mode: Border mode (``nearest``, ``reflect``, ``mirror``).
+    """
+    sh, sw = (sigma, sigma) if isinstance(sigma, (int, float)) else sigma
+    h, w = x.shape[-2:]
+    mat_h = _gauss_matrix(h, float(sh), float(truncate), mode) if sh > 1e-15 else None
+    mat_w = _gauss_matrix(w, float(sw), float(truncate), mode) if sw > 1e-15 else None
+    return apply_separable(x, mat_h, mat_w)
+
+
+def box3(x: torch.Tensor) -> torch.Tensor:
+    """OpenCV ``cv2.blur(x, (3, 3))`` (normalised box, BORDER_REFLECT_101) over the last two axes."""
+    h, w = x.shape[-2:]
+    ones = np.full(3, 1.0 / 3.0)
+    return apply_separable(x, correlation_matrix(h, ones, "mirror"), correlation_matrix(w, ones, "mirror"))
+
+
+def conv3x3(x: torch.Tensor, kernel: list[list[float]], mode: str = "mirror") -> torch.Tensor:
+    """Correlate ``(N, H, W)`` maps with a 3x3 kernel (OpenCV filter2D semantics)."""
+    pad = {"mirror": "reflect", "nearest": "replicate"}[mode]
+    k = torch.tensor(kernel, dtype=x.dtype, device=x.device).view(1, 1, 3, 3)
+    return F.conv2d(F.pad(x.unsqueeze(1), (1, 1, 1, 1), mode=pad), k).squeeze(1)
+
+
+# -- FFT filtering ---------------------------------------------------------------------------
+
+
+def fft_size(n: int) -> int:
+    """The smallest 2^a 3^b 5^c >= n (fast FFT lengths)."""
+    best = 1 << max(0, (n - 1).bit_length())
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35
+            while m < n:
+                m *= 2
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+def filter2d_fft(x: torch.Tensor, kernel: torch.Tensor, mode: str = "mirror") -> torch.Tensor:
+    """Centred 2-D correlation of ``(N, C, H, W)`` with one odd-sized kernel, via the FFT."""
+    kh, kw = kernel.shape[-2:]
+    rh, rw = kh // 2, kw // 2
+    h, w = x.shape[-2:]
+    pad = {"mirror": "reflect", "nearest": "replicate"}[mode]
+    xp = F.pad(x, (rw, rw, rh, rh), mode=pad)
+    mh, mw = fft_size(h + 2 * rh), fft_size(w + 2 * rw)
+    # correlation == convolution with the flipped kernel; anchor the kernel's first tap at 0
+    kimg = torch.zeros((mh, mw), dtype=torch.float32, device=x.device)
+    kimg[:kh, :kw] = kernel.to(device=x.device, dtype=torch.float32).flip(-1, -2)
+    spec = torch.fft.rfft2(xp, s=(mh, mw)) * torch.fft.rfft2(kimg)
+    out = torch.fft.irfft2(spec, s=(mh, mw))
+    return out[..., 2 * rh: 2 * rh + h, 2 * rw: 2 * rw + w]
+
+
+# -- motion blur (ImageMagick's MotionBlurImage, as re-implemented by imagecorruptions) -------
+
+
+def motion_blur(x: torch.Tensor, radius: int, sigma: float, angles: torch.Tensor) -> torch.Tensor:
+    """Blur each image along a line at its own angle (degrees), replicating the edges.
+
+    Output pixel ``(h, w)`` is ``sum_i k_i x[h + oy_i, w + ox_i]`` with Gaussian weights ``k_i`` over
+    ``i = 0 .. 2*radius`` and offsets ``(oy_i, ox_i) = (ceil(i sin a - 0.5), ceil(i cos a - 0.5))``;
+    as in the reference, taps from the first one whose offset leaves the image are dropped.
+    """
+    n, _, h, w = x.shape
+    width = 2 * int(radius) + 1
+    i = torch.arange(width, dtype=torch.float64)
+    k = torch.exp(-(i**2) / (2.0 * float(sigma) ** 2)) / (math.sqrt(2.0 * math.pi) * float(sigma))
+    k = k / k.sum()
+    rad = torch.deg2rad(angles.detach().to("cpu", torch.float64)).view(n, 1)
+    oy = torch.ceil(i * torch.sin(rad) - 0.5).long()  # (n, width)
+    ox = torch.ceil(i * torch.cos(rad) - 0.5).long()
+    inside = (oy.abs() < h) & (ox.abs() < w)
+    keep = torch.cumprod(inside.long(), dim=1).bool()  # the reference breaks at the first tap outside
+    weights = torch.where(keep, k.view(1, -1), torch.zeros(()))
+    pad = int(torch.where(keep, torch.maximum(oy.abs(), ox.abs()), torch.zeros((), dtype=torch.long)).max())
+    if pad == 0:
+        return x * weights[:, :1].to(x.device, x.dtype).view(n, 1, 1, 1)
+    xp = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    mh, mw = fft_size(h + 2 * pad), fft_size(w + 2 * pad)
+    flat = ((-oy) % mh) * mw + ((-ox) % mw)
+    kimg = torch.zeros((n, mh * mw), dtype=torch.float64)
+    kimg.scatter_add_(1, flat, weights)
+    kimg = kimg.view(n, 1, mh, mw).to(device=x.device, dtype=torch.float32)
+    spec = torch.fft.rfft2(xp, s=(mh, mw)) * torch.fft.rfft2(kimg)
+    out = torch.fft.irfft2(spec, s=(mh, mw))
+    return out[..., pad: pad + h, pad: pad + w]
+
+
+# -- zoom ----------------------------------------------------------------------------------------
+
+
+def clipped_zoom(x: torch.Tensor, zoom: float, crop: str = "topleft") -> torch.Tensor:
+    """imagecorruptions' ``clipped_zoom``: centre crop of ``ceil(side / zoom)``, zoomed back up.
+
+    The zoom is scipy.ndimage.zoom with ``order=1`` (output size ``round(in * zoom)``, corners
+    aligned). ``crop="topleft"`` returns the zoomed crop uncut (callers take ``[:H, :W]`` as
+    imagecorruptions does), ``crop="center"`` trims it to the input size around the centre (the
+    CIFAR-10-C generator).
+    """
+    h, w = x.shape[-2:]
+    ch, cw = int(math.ceil(h / float(zoom))), int(math.ceil(w / float(zoom)))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    oh, ow = int(round(ch * float(zoom))), int(round(cw * float(zoom)))
+    crop_ = x[..., top: top + ch, left: left + cw]
+    if (oh, ow) == (ch, cw):
+        out = crop_
+    else:
+        out = F.interpolate(crop_, size=(oh, ow), mode="bilinear", align_corners=True)
+    if crop == "center":
+        th, tw = (oh - h) // 2, (ow - w) // 2
+        return out[..., th: th + h, tw: tw + w]
+    return out
+
+
+# -- colour ------------------------------------------------------------------------------------
+
+
+def gray(x: torch.Tensor) -> torch.Tensor:
+    """OpenCV's RGB -> grey (``0.299 R + 0.587 G + 0.114 B``), keeping a channel axis of 1."""
+    return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
