@@ -107,6 +107,13 @@ def _check_types(where: str, table: dict[str, Any], allowed: dict[str, Any]) -> 
 
 def check_model(m: ModelConfig, where: str) -> None:
     """Names and paths of a model config exist (without building the model)."""
+    try:
+        _check_model(m)
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
+
+
+def _check_model(m: ModelConfig) -> None:
     from robustvit.models.wrapper import check_family
     from robustvit.registries import MODELS
 
@@ -117,13 +124,13 @@ def check_model(m: ModelConfig, where: str) -> None:
         import timm
 
         if not timm.is_model(rest):
-            raise UserError(f"{where}: unknown timm architecture {rest!r} (see timm.list_models())")
+            raise UserError(f"unknown timm architecture {rest!r} (see timm.list_models())")
     elif kind == "torchscript" and not Path(rest).is_file():
-        raise UserError(f"{where}: TorchScript file {rest!r} does not exist")
+        raise UserError(f"TorchScript file {rest!r} does not exist")
     elif kind not in ("torchvision", "torchscript", "python"):
-        raise UserError(f"{where}: unknown model spec kind {kind!r} (allowed: timm:, torchvision:, torchscript:, python:, or a zoo name)")
+        raise UserError(f"unknown model spec kind {kind!r} (allowed: timm:, torchvision:, torchscript:, python:, or a zoo name)")
     if m.checkpoint is not None and not Path(m.checkpoint).is_file():
-        raise UserError(f"{where}: checkpoint {m.checkpoint!r} does not exist")
+        raise UserError(f"checkpoint {m.checkpoint!r} does not exist")
     if m.family is not None:
         check_family(m.family)
 

@@ -32,6 +32,7 @@ omitted: ``clean/top1``, ``corruption/mce``, ``adversarial/pgd-linf/eps=4/255/ro
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 RECORD_COLUMNS: tuple[str, ...] = (
@@ -83,3 +84,12 @@ class CellResult:
 def metric_path(suite: str, cell: str, metric: str) -> str:
     """``suite/cell/metric``, with an empty cell left out."""
     return "/".join(p for p in (suite, cell, metric) if p)
+
+
+def finite_or_nan(value: object) -> float:
+    """``float(value)``, or NaN for None, non-numbers and infinities (values are never strings)."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+    return number if math.isfinite(number) else math.nan

@@ -44,7 +44,7 @@ class Event:
 
 @dataclass
 class RunSummary:
-    run_id: str
+    run_id: str | None  # None when everything was already stored
     computed: int = 0
     cached: int = 0
     keys: list[dict] = field(default_factory=list)
@@ -101,8 +101,13 @@ def execute(cfg: RunConfig, store: Store, *, force: bool = False, on_event: Call
     device = resolve_device(cfg.device)
     cache = feature_cache or FeatureCache()
     start = time.perf_counter()
-    run_id = store.start_run(cfg.as_dict(), package_versions(), str(device), cfg.seed, git_commit())
-    summary = RunSummary(run_id)
+    summary = RunSummary(run_id=None)
+
+    def write(key: dict, result) -> None:  # the manifest is written with the first stored cell
+        if summary.run_id is None:
+            summary.run_id = store.start_run(cfg.as_dict(), package_versions(), str(device), cfg.seed, git_commit())
+        store.write_cell(summary.run_id, key, result)
+
     for mcfg in cfg.models:
         t0 = time.perf_counter()
         model = build_model(mcfg)
@@ -128,14 +133,14 @@ def execute(cfg: RunConfig, store: Store, *, force: bool = False, on_event: Call
             emit(Event("plan", model.name, suite.name, detail=f"{len(todo)} to compute, {len(cells) - len(todo)} stored"))
             t0 = time.perf_counter()
             for result in suite.run(ctx, todo) if todo else ():
-                store.write_cell(run_id, key, result)
+                write(key, result)
                 summary.computed += 1
                 emit(Event("cell", model.name, suite.name, result.cell, seconds=time.perf_counter() - t0))
                 t0 = time.perf_counter()
             aggregates = suite.aggregate(store.cell_records(key), ctx)
             for result in aggregates:
                 if todo or result.cell not in done:
-                    store.write_cell(run_id, key, result)
+                    write(key, result)
                     emit(Event("aggregate", model.name, suite.name, result.cell))
     summary.seconds = time.perf_counter() - start
     return summary

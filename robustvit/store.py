@@ -88,6 +88,10 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def is_empty(self) -> bool:
+        """No records and no runs stored."""
+        return not any(self._conn.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone() for t in ("records", "runs"))
+
     # -- runs --------------------------------------------------------------------------------
     def start_run(self, config: Mapping[str, Any], versions: Mapping[str, str], device: str, seed: int,
                   git_commit: str | None) -> str:

@@ -48,14 +48,24 @@ def execute_and_print(cfg, args: argparse.Namespace) -> int:
         elif e.kind == "cell":
             print(f"[{e.model}] {e.suite} {e.cell or '(all)'} done in {e.seconds:.1f}s", file=sys.stderr)
 
-    with Store(args.store) as store:
+    import pandas as pd
+
+    store = Store(args.store)
+    fresh = store.is_empty()
+    try:
         summary = execute(cfg, store, force=args.force, on_event=on_event)
         frames = [store.cell_records(key) for key in summary.keys]
-    import pandas as pd
+    except BaseException:
+        empty = store.is_empty()
+        store.close()
+        if fresh and empty:  # nothing was stored: leave no file behind
+            store.path.unlink(missing_ok=True)
+        raise
+    store.close()
 
     df = pd.concat(frames, ignore_index=True)
     reuse = (f"reused {summary.cached} stored cells (no recomputation)" if summary.cached else "nothing reused")
-    print(f"run {summary.run_id}: computed {summary.computed} cells, {reuse}; {summary.seconds:.1f}s; "
+    print(f"run {summary.run_id or '(nothing new)'}: computed {summary.computed} cells, {reuse}; {summary.seconds:.1f}s; "
           f"store {store.path}", file=sys.stderr)
     for suite, table in summary_tables(df):
         print(f"\n## {suite}\n" if args.format in ("table", "markdown") else "")
