@@ -24,6 +24,9 @@ Suite file layout::
     [suites.pgd]
     suite = "adversarial"
     limit = 256               # data, limit, batch_size override [run]; the rest are suite options
+
+    [report]                  # optional: write the ViT-vs-CNN report of these results after the run
+    out = "reports/quickstart"
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ RUN_KEYS = {"data": (str, dict), "seed": int, "batch_size": int, "device": str, 
             "workers": int}
 MODEL_KEYS = {"spec": str, "name": str, "checkpoint": str, "family": str, "pretrained": bool, "unsafe_pickle": bool,
               "num_classes": int, "preprocess": dict, "kwargs": dict}
+REPORT_KEYS = {"out": str, "title": str}
 SUITE_RESERVED = {"suite": str, "data": (str, dict), "limit": int, "batch_size": int}
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -83,6 +87,7 @@ class RunConfig:
     amp: str | None = None
     workers: int = 0
     source: str = "command line"
+    report: dict[str, Any] | None = None  # [report] out = "reports/x": write the report after the run
 
     def as_dict(self) -> dict[str, Any]:
         """The config for the run manifest."""
@@ -200,7 +205,9 @@ def load_suite_file(path: str | Path, overrides: dict[str, Any] | None = None) -
         doc = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not valid TOML: {exc}") from None
-    _check_types(str(path), doc, {"run": dict, "models": list, "suites": dict})
+    _check_types(str(path), doc, {"run": dict, "models": list, "suites": dict, "report": dict})
+    if "report" in doc:
+        _check_types(f"{path}: [report]", doc["report"], REPORT_KEYS)
     run = dict(doc.get("run", {}))
     _check_types(f"{path}: [run]", run, RUN_KEYS)
     run.update({k: v for k, v in (overrides or {}).items() if v is not None})
@@ -216,4 +223,4 @@ def load_suite_file(path: str | Path, overrides: dict[str, Any] | None = None) -
         if not isinstance(table, dict):
             raise UserError(f"{path}: [suites.{name}] must be a table")
         suites.append(build_suite(name, table, f"{path}: [suites.{name}]"))
-    return validate(RunConfig(models=models, suites=suites, source=str(path), **run))
+    return validate(RunConfig(models=models, suites=suites, source=str(path), report=doc.get("report"), **run))

@@ -55,6 +55,7 @@ def execute_and_print(cfg, args: argparse.Namespace) -> int:
     try:
         summary = execute(cfg, store, force=args.force, on_event=on_event)
         frames = [store.cell_records(key) for key in summary.keys]
+        runs = store.runs()
     except BaseException:
         empty = store.is_empty()
         store.close()
@@ -70,4 +71,10 @@ def execute_and_print(cfg, args: argparse.Namespace) -> int:
     for suite, table in summary_tables(df):
         print(f"\n## {suite}\n" if args.format in ("table", "markdown") else "")
         print(format_table(table, args.format))
+    if cfg.report:
+        from robustvit.report import write_report
+
+        html_path, markdown = write_report(df, cfg.report["out"], runs=runs, source=str(store.path),
+                                           title=cfg.report.get("title", "robustvit: ViT vs CNN"))
+        print(f"\nreport written to {html_path}\n\n{markdown}")
     return 0
