@@ -102,8 +102,12 @@ def train(name: str, *, seed: int = 0, epochs: int | None = None) -> tuple[nn.Mo
     return model, accuracy(model, test_set.images, test_set.labels), seconds
 
 
-def train_all(out: Path | None = None, *, seed: int = 0, names: tuple[str, ...] = tuple(ARCHITECTURES)) -> list[dict]:
-    """Train the zoo models, write their safetensors and the model card; returns one row per model."""
+def train_all(out: Path | None = None, *, seed: int = 0, names: tuple[str, ...] = tuple(ARCHITECTURES),
+              epochs: int | None = None) -> list[dict]:
+    """Train the zoo models, write their safetensors and the model card; returns one row per model.
+
+    ``epochs`` overrides the recipes' epoch counts (for quick checks; the shipped weights use the recipes).
+    """
     from safetensors.torch import save_file
 
     threads = torch.get_num_threads()
@@ -112,14 +116,14 @@ def train_all(out: Path | None = None, *, seed: int = 0, names: tuple[str, ...] 
     rows = []
     try:
         for name in names:
-            model, acc, seconds = train(name, seed=seed)
+            model, acc, seconds = train(name, seed=seed, epochs=epochs)
             path = (out / f"{name}.safetensors") if out else weights_path(name)
             path.parent.mkdir(parents=True, exist_ok=True)
             state = {k: v.contiguous() for k, v in model.state_dict().items()}
             save_file(state, str(path), metadata={"robustvit_zoo": name, "seed": str(seed)})
             sha = hashlib.sha256(path.read_bytes()).hexdigest()
             rows.append({"name": name, "params": sum(p.numel() for p in model.parameters()), "test_acc": acc,
-                         "epochs": RECIPES[name].epochs, "seconds": seconds, "sha256": sha, "path": path,
+                         "epochs": epochs or RECIPES[name].epochs, "seconds": seconds, "sha256": sha, "path": path,
                          "bytes": path.stat().st_size})
     finally:
         torch.use_deterministic_algorithms(False)
