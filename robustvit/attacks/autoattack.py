@@ -14,6 +14,7 @@ attacks missed" gradient-masking check of the original ``checks.py``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -32,35 +33,27 @@ _MEMBERS: dict[str, dict[str, type[Attack]]] = {
 _VERSION_MEMBERS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "fast": ("apgd-ce", "apgd-t")}
 
 
-class AutoAttack(Attack):
-    """AutoAttack, Linf. Options: ``version`` (``standard`` | ``fast``), ``steps``, ``n_target_classes``,
-    ``n_queries`` (Square)."""
+class Cascade(Attack):
+    """Members run in order, each on the points all earlier members failed on (per-point worst case).
 
-    name = "autoattack-linf"
-    norm = "linf"
+    After each member its images are projected onto the threat model and re-predicted; ``run`` reports
+    ``robust_after_<member>`` counts.
+
+    Args:
+        members: Member name -> attack adapter, in order; all with the same threat model.
+    """
+
+    name = "cascade"
     library = "robustvit"
-    options: ClassVar[dict[str, Any]] = {"version": "standard", "steps": 100, "n_target_classes": 9, "n_queries": 5000}
-    smoke_options: ClassVar[dict[str, Any]] = {"steps": 3, "n_target_classes": 2, "n_queries": 10}
 
-    def validate(self) -> None:
-        if self.opts["version"] not in VERSIONS:
-            raise UserError(f"attack {self.name!r}: unknown version {self.opts['version']!r} (allowed: {', '.join(VERSIONS)})")
-        o = self.opts
-        table = _MEMBERS[self.norm]
-        per_member: dict[str, dict[str, Any]] = {
-            "apgd-ce": {"steps": o["steps"]},
-            "apgd-t": {"steps": o["steps"], "n_target_classes": o["n_target_classes"]},
-            "fab-t": {"steps": o["steps"], "n_target_classes": o["n_target_classes"]},
-            "square": {"n_queries": o["n_queries"]},
-        }
-        self.members: dict[str, Attack] = {
-            key: table[key](**per_member[key]) for key in _VERSION_MEMBERS[o["version"]]
-        }
-
-    @property
-    def label(self) -> str:
-        version = self.opts["version"]
-        return self.name if version == "standard" else self.name.replace("autoattack", f"autoattack-{version}")
+    def __init__(self, members: Mapping[str, Attack] | None = None, **opts: Any) -> None:
+        super().__init__(**opts)
+        if members is not None:
+            self.members = dict(members)
+        norms = {m.norm for m in self.members.values()}
+        if len(norms) != 1:
+            raise ValueError(f"cascade members must share one threat model, got {sorted(norms)}")
+        self.norm = norms.pop()
 
     def check_model(self, num_classes: int) -> None:
         for member in self.members.values():
@@ -88,6 +81,34 @@ class AutoAttack(Attack):
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, seed: int) -> torch.Tensor:
         return self.run(model, x, y, eps=eps, seed=seed)[0]
+
+
+class AutoAttack(Cascade):
+    """AutoAttack, Linf. Options: ``version`` (``standard`` | ``fast``), ``steps``, ``n_target_classes``,
+    ``n_queries`` (Square)."""
+
+    name = "autoattack-linf"
+    norm = "linf"
+    options: ClassVar[dict[str, Any]] = {"version": "standard", "steps": 100, "n_target_classes": 9, "n_queries": 5000}
+    smoke_options: ClassVar[dict[str, Any]] = {"steps": 3, "n_target_classes": 2, "n_queries": 10}
+
+    def validate(self) -> None:
+        o = self.opts
+        if o["version"] not in VERSIONS:
+            raise UserError(f"attack {self.name!r}: unknown version {o['version']!r} (allowed: {', '.join(VERSIONS)})")
+        per_member: dict[str, dict[str, Any]] = {
+            "apgd-ce": {"steps": o["steps"]},
+            "apgd-t": {"steps": o["steps"], "n_target_classes": o["n_target_classes"]},
+            "fab-t": {"steps": o["steps"], "n_target_classes": o["n_target_classes"]},
+            "square": {"n_queries": o["n_queries"]},
+        }
+        table = _MEMBERS[self.norm]
+        self.members = {key: table[key](**per_member[key]) for key in _VERSION_MEMBERS[o["version"]]}
+
+    @property
+    def label(self) -> str:
+        version = self.opts["version"]
+        return self.name if version == "standard" else self.name.replace("autoattack", f"autoattack-{version}")
 
 
 class AutoAttackL2(AutoAttack):
