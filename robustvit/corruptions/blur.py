@@ -107,6 +107,9 @@ def glass_blur(images: torch.Tensor, severity: int, *, preset: str = "imagenet_c
     return _ops.finish(_ops.gaussian_filter(y, sigma), images)
 
 
+glass_blur.whole_batch = True  # type: ignore[attr-defined]  # its cost is per wavefront, shared by the batch
+
+
 def motion_blur(images: torch.Tensor, severity: int, *, preset: str = "imagenet_c",
                 generator: _ops.Generator = None) -> torch.Tensor:
     """Blur along a line at a random angle per image (ImageMagick's motion blur kernel)."""
