@@ -175,6 +175,8 @@ def test_batch_size_invariance(name: str, data: dict) -> None:
     big = _fit_score(name, data, **kw)
     small = _fit_score(name, data, **kw, chunk_size=7)
     np.testing.assert_allclose(small, big, rtol=1e-5, atol=1e-6)
+    if name == "knn":  # the search is also chunked over the stored features
+        np.testing.assert_allclose(_fit_score(name, data, **kw, bank_chunk=5), big, rtol=1e-5, atol=1e-6)
     det = DETECTORS.get(name)(**kw)
     t = {k: torch.from_numpy(v).float() for k, v in data.items()}
     det.fit(t["f_train"], t["l_train"], t["y"].long(), head=LinearHead(t["w"], t["b"]))

@@ -13,6 +13,10 @@ Convention (the one OpenOOD v1.5 and pytorch-ood 0.4 use):
   ``sklearn.metrics.auc(recall, precision)`` over ``sklearn.metrics.precision_recall_curve``,
   which is what OpenOOD and pytorch-ood compute.
 
+All four come from one sort of the scores (the counts behind ``sklearn.metrics.roc_curve``, every
+distinct score a threshold, see :class:`_Curves`); the tests check each metric against
+scikit-learn's own function (and pytorch-ood's ``OODMetrics``).
+
 Converting to other papers' conventions:
 
 * *ID as the positive class* (ODIN, Energy, KNN, ReAct papers and Hendrycks et al.'s code report
@@ -61,6 +65,56 @@ def _prepare(id_scores: Any, ood_scores: Any) -> tuple[np.ndarray, np.ndarray] |
     return is_ood, scores
 
 
+class _Curves:
+    """Counts at every distinct threshold, from one sort of the scores.
+
+    ``tps[k]`` / ``fps[k]``: OOD / ID images scoring >= the k-th highest distinct score (k = 0 is
+    the empty set): exactly the points of ``sklearn.metrics.roc_curve(drop_intermediate=False)``,
+    computed as its ``_binary_clf_curve`` does, without its per-call input validation (which costs
+    more than the counting; the suite computes a few hundred of these per model). Every metric
+    derives from these counts, the precision-recall curves as ``precision_recall_curve`` builds
+    them; the tests check each metric against scikit-learn's own function.
+    """
+
+    def __init__(self, is_ood: np.ndarray, scores: np.ndarray) -> None:
+        order = np.argsort(scores, kind="mergesort")[::-1]
+        ranked = scores[order]
+        last = np.r_[np.flatnonzero(np.diff(ranked)), ranked.size - 1]  # last index of each tie group
+        self.tps = np.r_[0.0, np.cumsum(is_ood[order])[last]]
+        self.fps = np.r_[0.0, last + 1 - self.tps[1:]]
+        self.n_ood, self.n_id = self.tps[-1], self.fps[-1]
+        self.tpr = self.tps / self.n_ood
+        self.fpr = self.fps / self.n_id
+
+    def auroc(self) -> float:
+        return float(np.trapezoid(self.tpr, self.fpr))
+
+    @staticmethod
+    def _pr_area(tps: np.ndarray, fps: np.ndarray) -> float:
+        """Trapezoidal PR area from counts at thresholds of increasing recall, plus (recall 0, precision 1)."""
+        precision = np.r_[1.0, tps / (tps + fps)]
+        recall = np.r_[0.0, tps / tps[-1]]
+        return float(np.trapezoid(precision, recall))
+
+    def aupr_out(self) -> float:
+        return self._pr_area(self.tps[1:], self.fps[1:])
+
+    def aupr_in(self) -> float:
+        # ID positive, lower score first: images scoring <= the k-th threshold are those not above it
+        tps_in = self.n_id - self.fps[:-1]
+        fps_in = self.n_ood - self.tps[:-1]
+        return self._pr_area(tps_in[::-1], fps_in[::-1])
+
+    def fpr_at(self, tpr: float) -> float:
+        idx = int(np.searchsorted(self.tpr, tpr, side="left"))  # first threshold with TPR >= tpr
+        return float(self.fpr[min(idx, len(self.fpr) - 1)])
+
+
+def _curves(id_scores: Any, ood_scores: Any) -> _Curves | None:
+    prepared = _prepare(id_scores, ood_scores)
+    return None if prepared is None else _Curves(*prepared)
+
+
 def auroc(id_scores: Any, ood_scores: Any) -> float:
     """Area under the ROC curve, OOD positive; 0.5 is chance, 1.0 a perfect separation.
 
@@ -72,17 +126,8 @@ def auroc(id_scores: Any, ood_scores: Any) -> float:
         ``roc_auc_score(is_ood, scores)``: P(score_OOD > score_ID) + 0.5 P(tie). Identical under
         the ID-positive convention (negate the scores and swap the labels).
     """
-    from sklearn.metrics import roc_auc_score
-
-    prepared = _prepare(id_scores, ood_scores)
-    return math.nan if prepared is None else float(roc_auc_score(*prepared))
-
-
-def _aupr(positive: np.ndarray, scores: np.ndarray) -> float:
-    from sklearn.metrics import auc, precision_recall_curve
-
-    precision, recall, _ = precision_recall_curve(positive, scores)
-    return float(auc(recall, precision))
+    curves = _curves(id_scores, ood_scores)
+    return math.nan if curves is None else curves.auroc()
 
 
 def aupr_out(id_scores: Any, ood_scores: Any) -> float:
@@ -93,8 +138,8 @@ def aupr_out(id_scores: Any, ood_scores: Any) -> float:
     Returns:
         ``auc(recall, precision)`` of ``precision_recall_curve(is_ood, scores)``.
     """
-    prepared = _prepare(id_scores, ood_scores)
-    return math.nan if prepared is None else _aupr(prepared[0], prepared[1])
+    curves = _curves(id_scores, ood_scores)
+    return math.nan if curves is None else curves.aupr_out()
 
 
 def aupr_in(id_scores: Any, ood_scores: Any) -> float:
@@ -106,8 +151,8 @@ def aupr_in(id_scores: Any, ood_scores: Any) -> float:
     Returns:
         ``auc(recall, precision)`` of ``precision_recall_curve(1 - is_ood, -scores)``.
     """
-    prepared = _prepare(id_scores, ood_scores)
-    return math.nan if prepared is None else _aupr(1.0 - prepared[0], -prepared[1])
+    curves = _curves(id_scores, ood_scores)
+    return math.nan if curves is None else curves.aupr_in()
 
 
 def average_precision(id_scores: Any, ood_scores: Any) -> float:
@@ -139,27 +184,21 @@ def fpr_at_tpr(id_scores: Any, ood_scores: Any, tpr: float = 0.95) -> float:
     Returns:
         The false positive rate in [0, 1]; lower is better.
     """
-    from sklearn.metrics import roc_curve
-
     if not 0.0 <= tpr <= 1.0:
         raise ValueError(f"tpr must be a fraction in [0, 1], got {tpr}")
-    prepared = _prepare(id_scores, ood_scores)
-    if prepared is None:
-        return math.nan
-    fpr_curve, tpr_curve, _ = roc_curve(*prepared, drop_intermediate=False)
-    idx = int(np.searchsorted(tpr_curve, tpr, side="left"))  # first point with TPR >= tpr
-    return float(fpr_curve[min(idx, len(fpr_curve) - 1)])
+    curves = _curves(id_scores, ood_scores)
+    return math.nan if curves is None else curves.fpr_at(tpr)
 
 
 def ood_metrics(id_scores: Any, ood_scores: Any, tpr: float = 0.95) -> dict[str, float]:
     """All suite metrics for one (ID, OOD) pair: ``auroc``, ``aupr_in``, ``aupr_out``, ``fpr95``.
 
-    See the module docstring for the convention. ``fpr95`` is :func:`fpr_at_tpr` at ``tpr``.
+    See the module docstring for the convention; ``fpr95`` is :func:`fpr_at_tpr` at ``tpr``. The
+    scores are sorted once (one ``roc_curve``) for all four.
     """
-    return {
-        "auroc": auroc(id_scores, ood_scores),
-        "aupr_in": aupr_in(id_scores, ood_scores),
-        "aupr_out": aupr_out(id_scores, ood_scores),
-        "fpr95": fpr_at_tpr(id_scores, ood_scores, tpr),
-    }
-
+    if not 0.0 <= tpr <= 1.0:
+        raise ValueError(f"tpr must be a fraction in [0, 1], got {tpr}")
+    curves = _curves(id_scores, ood_scores)
+    if curves is None:
+        return dict.fromkeys(METRICS, math.nan)
+    return {"auroc": curves.auroc(), "aupr_in": curves.aupr_in(), "aupr_out": curves.aupr_out(), "fpr95": curves.fpr_at(tpr)}

@@ -18,6 +18,8 @@ These need scikit-image (the ``ood`` extra) and no network.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -29,13 +31,17 @@ TEXTURES = ("brick", "grass", "gravel")
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "stereo_motorcycle")
 
 
+@lru_cache(maxsize=16)
+def _fingerprint(images: torch.Tensor) -> str:
+    return hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
+
+
 def _source(name: str, images: torch.Tensor):
+    """A :class:`robustvit.data.TensorSource` of unlabelled images (label -1), fingerprinted by its pixels."""
     from robustvit.data import TensorSource
 
-    images = images.clamp(0, 1).contiguous()
     labels = torch.full((len(images),), -1, dtype=torch.long)
-    fp = hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
-    return TensorSource(images, labels, num_classes=0, name=name, fingerprint=fp)
+    return TensorSource(images, labels, num_classes=0, name=name, fingerprint=_fingerprint(images))
 
 
 def _check(name: str, split: str, n: int) -> None:
@@ -78,30 +84,42 @@ def _crops(images: list[torch.Tensor], n: int, sizes: tuple[int, int], seed: int
     return torch.cat(out)
 
 
+@lru_cache(maxsize=8)
+def _build(name: str, n: int, seed: int) -> torch.Tensor:
+    """The images of a set, made once per process (a few MB each)."""
+    if name == "ood_faces":
+        faces = torch.from_numpy(_skimage("lfw_subset")[:100]).float()[:, None]  # the first 100 are faces
+        faces = torch.cat([faces, faces.flip(-1)])
+        images = F.interpolate(faces, size=(SIZE, SIZE), mode="bilinear", align_corners=False).repeat(1, 3, 1, 1)
+    elif name == "ood_textures":
+        images = _crops([_as_rgb(_skimage(t)) for t in TEXTURES], n, (48, 192), seed)
+    elif name == "ood_photos":
+        images = _crops([_as_rgb(_skimage(p)) for p in PHOTOS], n, (64, 256), seed)
+    else:
+        images = torch.rand(n, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+    return images.clamp(0, 1).contiguous()
+
+
 def ood_faces(split: str = "test"):
     """Far-OOD: 200 faces (100 LFW faces and their mirror images); see the module docstring."""
     _check("ood_faces", split, 1)
-    faces = torch.from_numpy(_skimage("lfw_subset")[:100]).float()[:, None]  # the first 100 are faces
-    faces = torch.cat([faces, faces.flip(-1)])
-    faces = F.interpolate(faces, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
-    return _source("ood_faces", faces.repeat(1, 3, 1, 1))
+    return _source("ood_faces", _build("ood_faces", 200, 0))
 
 
 def ood_textures(split: str = "test", n: int = 300, seed: int = 0):
     """Far-OOD: crops of grey texture photographs (brick, grass, gravel)."""
     _check("ood_textures", split, n)
-    return _source("ood_textures", _crops([_as_rgb(_skimage(t)) for t in TEXTURES], int(n), (48, 192), int(seed)))
+    return _source("ood_textures", _build("ood_textures", int(n), int(seed)))
 
 
 def ood_photos(split: str = "test", n: int = 300, seed: int = 0):
     """Far-OOD: crops of colour photographs of natural scenes, objects and microscopy."""
     _check("ood_photos", split, n)
-    return _source("ood_photos", _crops([_as_rgb(_skimage(p)) for p in PHOTOS], int(n), (64, 256), int(seed)))
+    return _source("ood_photos", _build("ood_photos", int(n), int(seed)))
 
 
 def ood_noise(split: str = "test", n: int = 300, seed: int = 0):
     """Sanity set: i.i.d. uniform RGB noise in [0, 1]."""
     _check("ood_noise", split, n)
-    gen = torch.Generator().manual_seed(int(seed))
-    return _source("ood_noise", torch.rand(int(n), 3, SIZE, SIZE, generator=gen))
+    return _source("ood_noise", _build("ood_noise", int(n), int(seed)))
 

@@ -12,7 +12,7 @@ letters that merely resemble digits (S, Z, B, g, q, ...) stay: that is what make
 
 from __future__ import annotations
 
-import hashlib
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -59,6 +59,19 @@ def letters_8x8(n: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
     return counts, chosen
 
 
+@lru_cache(maxsize=4)
+def _images(n: int, seed: int) -> torch.Tensor:
+    """(n, 3, 32, 32) letters through the digits pipeline, made once per process."""
+    import torch.nn.functional as F
+
+    from robustvit.data.catalog import DIGITS_SIZE
+
+    counts, _ = letters_8x8(n, seed)
+    images = torch.from_numpy(counts).float()[:, None] / 16.0
+    images = F.interpolate(images, size=(DIGITS_SIZE, DIGITS_SIZE), mode="bilinear", align_corners=False)
+    return images.clamp(0, 1).repeat(1, 3, 1, 1).contiguous()
+
+
 def ood_letters(split: str = "test", n: int = 500, seed: int = 0):
     """Near-OOD letters in the style of ``digits`` (see the module docstring); label -1.
 
@@ -67,19 +80,10 @@ def ood_letters(split: str = "test", n: int = 500, seed: int = 0):
         n: Number of images; default 500 (about the size of the digits test split).
         seed: Seed of the random glyph styles.
     """
-    import torch.nn.functional as F
-
-    from robustvit.data import TensorSource
-    from robustvit.data.catalog import DIGITS_SIZE
+    from robustvit.ood.embedded import _source
 
     if split != "test":
         raise UserError(f"dataset 'ood_letters' has no split {split!r} (allowed: test)")
     if n < 1:
         raise UserError(f"dataset 'ood_letters': n must be >= 1, got {n}")
-    counts, _ = letters_8x8(int(n), int(seed))
-    images = torch.from_numpy(counts).float()[:, None] / 16.0
-    images = F.interpolate(images, size=(DIGITS_SIZE, DIGITS_SIZE), mode="bilinear", align_corners=False)
-    images = images.clamp(0, 1).repeat(1, 3, 1, 1).contiguous()
-    labels = torch.full((len(images),), -1, dtype=torch.long)
-    fp = hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]
-    return TensorSource(images, labels, num_classes=0, name="ood_letters", fingerprint=fp)
+    return _source("ood_letters", _images(int(n), int(seed)))
