@@ -222,3 +222,15 @@ def test_runner_stores_cells_and_aggregates(store_path: Path) -> None:
         assert {"ood/far/noise2/energy/auroc", "ood/far/energy/auroc", "ood/far/auroc", "ood/near/vim/fpr95",
                 "ood/sanity/auroc"} <= paths
         assert execute(cfg, store, show_progress=False).computed == 0
+
+
+@pytest.mark.parametrize("path", ["suites/ood_imagenet.toml", "suites/ood_cifar10.toml"])
+def test_shipped_suite_files_are_valid_ood_suites(path: str) -> None:
+    import tomllib
+
+    file = Path(__file__).resolve().parents[1] / path
+    doc = tomllib.loads(file.read_text())
+    for name, table in doc["suites"].items():
+        cfg = build_suite(name, table, path)
+        assert cfg.suite.kind == "ood" and cfg.suite.cells()
+        assert all(isinstance(spec, dict) and spec["unlabelled"] for g in cfg.suite.sets.values() for spec in g.values())
