@@ -71,6 +71,8 @@ def test_set_names_from_lists_folders_and_tables(tmp_path: Path) -> None:
         ({"near": [], "far": [], "sanity": []}, "no OOD sets"),
         ({"near": ["ood_noise"], "far": ["ood_noise"]}, "used twice"),
         ({"tpr": 0}, "'tpr' must be"),
+        ({"far": {"x": {"name": "ood_facez"}}}, "did you mean 'ood_faces'"),
+        ({"fit_data": "digitz"}, "did you mean 'digits'"),
         ({"bogus": 1}, "unknown option 'bogus'"),
     ],
 )

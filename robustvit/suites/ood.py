@@ -95,6 +95,8 @@ def _dataset_spec(spec: Any, where: str) -> str | dict[str, Any]:
         if "path" in out:
             out["path"] = os.path.expanduser(str(out["path"]))
             out.setdefault("unlabelled", True)
+        else:
+            DATASETS.canonical(str(out["name"]).partition(":")[0])
         return out
     if not isinstance(spec, str) or not spec:
         raise UserError(f"{where}: a set must be a dataset name, a folder path or a table, got {spec!r}")
@@ -169,6 +171,10 @@ class OODSuite(Suite):
         fit_data = self.opts["fit_data"]
         if fit_data is not None and not isinstance(fit_data, (str, Mapping)):
             raise UserError(f"{where}: 'fit_data' must be a dataset name, a folder path or a table")
+        if isinstance(fit_data, str) and not _is_folder(fit_data):
+            from robustvit.registries import DATASETS
+
+            DATASETS.canonical(fit_data.partition(":")[0])
 
     def make_detector(self, name: str) -> Detector:
         """A fresh detector with this suite's hyper-parameters."""
