@@ -61,12 +61,6 @@ BUILTINS: dict[str, str] = {name: f"robustvit.corruptions.{_MODULES[name]}:{name
 
 MIN_SIZE = 32
 
-#: On CPU a batch is corrupted in chunks of about this many bytes of float32 pixels per thread:
-#: chunks that stay in a core's cache (and reuse freed memory instead of faulting in fresh pages)
-#: run several times faster than one pass over a large batch. A corruption function with the
-#: attribute ``whole_batch = True`` gets the batch whole (its cost is per call, not per pixel).
-CPU_CHUNK_BYTES = 1 << 20
-
 
 def list_corruptions(subset: str = "all") -> list[str]:
     """Corruption names: ``"all"`` (every registered one, plugins included), ``"benchmark"`` (the 15),
@@ -122,6 +116,7 @@ def corrupt(images: torch.Tensor, name: str, severity: int, *, preset: str = "im
     Returns:
         The corrupted images, same shape, dtype and device.
     """
+    from robustvit.corruptions import _ops
     from robustvit.corruptions.presets import PRESETS
     from robustvit.registries import CORRUPTIONS
 
@@ -132,9 +127,9 @@ def corrupt(images: torch.Tensor, name: str, severity: int, *, preset: str = "im
     n = images.shape[0]
     if n == 0:
         return images.clone()
-    step = n
-    if images.device.type == "cpu" and not getattr(fn, "whole_batch", False):
-        step = max(1, CPU_CHUNK_BYTES * torch.get_num_threads() // (images[0].numel() * 4))
+    # On CPU, cache-sized chunks (see robustvit.corruptions._ops.cpu_chunk) unless the function
+    # has ``whole_batch = True`` (its cost is per call, and it chunks its pixel work itself).
+    step = n if getattr(fn, "whole_batch", False) else _ops.cpu_chunk(images)
     with torch.no_grad():
         if step >= n:
             return fn(images, severity, preset=preset, generator=generator, **options)

@@ -79,19 +79,26 @@ def _shuffle(n: int, h: int, w: int, delta: int, iterations: int, generator: _op
     assignment overwrites ``x[h, w]``, so the second copies the new value back and the "swap" is a
     copy ``x[h, w] <- x[h', w']``. That is what ImageNet-C's glass blur does, and what is done here.
     """
-    perm = torch.arange(h * w, device=device).repeat(n, 1)
+    hw = h * w
+    base = torch.arange(n, device=device) * hw
+    perm = torch.arange(n * hw, device=device)  # global source index per global position
     if h - 2 * delta <= 0 or w - 2 * delta <= 0:
-        return perm
+        return perm.view(n, hw) - base[:, None]
     pos, t, edges = _wavefronts(h, w, delta, device)
+    targets = (pos[:, None] + base[None, :]).contiguous()  # (T, n), rows in wavefront order
+    span = 2 * delta
     for _ in range(iterations):
-        # (dx, dy) = np.random.randint(-d, d, size=2) per visited pixel, in visiting order
-        r = _ops.randint(-delta, delta, (n, len(t), 2), generator, device)
-        offset = (r[..., 1] * w + r[..., 0]).index_select(1, t)  # in wavefront order
-        for a, b in zip(edges[:-1], edges[1:]):
-            p = pos[a:b]
-            q = p + offset[:, a:b]
-            perm.index_copy_(1, p, perm.gather(1, q))
-    return perm
+        if _ops.is_numpy(generator):
+            # (dx, dy) = np.random.randint(-d, d, size=2) per visited pixel, in visiting order
+            r = _ops.randint(-delta, delta, (n, len(t), 2), generator, device)
+            offset = (r[..., 1] * w + r[..., 0]).index_select(1, t).T
+        else:  # i.i.d. draws: no need to reorder them, and one draw gives both dx and dy
+            r = _ops.randint(0, span * span, (len(t), n), generator, device)
+            offset = torch.div(r, span, rounding_mode="floor").sub_(delta).mul_(w).add_(r.remainder(span).sub_(delta))
+        sources = offset.add_(targets)
+        for a, b in zip(edges[:-1], edges[1:]):  # one take/put per wavefront, for the whole batch
+            perm.put_(targets[a:b], perm.take(sources[a:b]))
+    return perm.view(n, hw) - base[:, None]
 
 
 def glass_blur(images: torch.Tensor, severity: int, *, preset: str = "imagenet_c",
@@ -101,10 +108,16 @@ def glass_blur(images: torch.Tensor, severity: int, *, preset: str = "imagenet_c
     sigma, delta, iterations = float(p["sigma"]), int(p["delta"]), int(p["iterations"])
     x = _ops.work(images)
     n, c, h, w = x.shape
-    y = (_ops.gaussian_filter(x, sigma) * 255.0).floor_().clamp_(0, 255) / 255.0  # np.uint8(...)
-    perm = _shuffle(n, h, w, delta, iterations, generator, x.device)
-    y = y.view(n, c, h * w).gather(2, perm.unsqueeze(1).expand(n, c, h * w)).view(n, c, h, w)
-    return _ops.finish(_ops.gaussian_filter(y, sigma), images)
+    perm = _shuffle(n, h, w, delta, iterations, generator, x.device)  # whole batch: cost per wavefront
+    out = torch.empty_like(x)
+    step = _ops.cpu_chunk(x)
+    for a in range(0, n, step):  # the pixel work in cache-sized chunks
+        y = (_ops.gaussian_filter(x[a: a + step], sigma) * 255.0).floor_().clamp_(0, 255) / 255.0  # np.uint8
+        m = y.shape[0]
+        idx = perm[a: a + step].unsqueeze(1).expand(m, c, h * w)
+        y = y.view(m, c, h * w).gather(2, idx).view(m, c, h, w)
+        out[a: a + step] = _ops.gaussian_filter(y, sigma)
+    return _ops.finish(out, images)
 
 
 glass_blur.whole_batch = True  # type: ignore[attr-defined]  # its cost is per wavefront, shared by the batch

@@ -41,15 +41,13 @@ def canny(img: torch.Tensor, low: float = 50, high: float = 150) -> torch.Tensor
                        torch.where(vertical, (mag > up) & (mag >= down), (mag > diag_a) & (mag > diag_b)))
     cand = peak & (mag > int(low))
     edges = cand & (mag > int(high))
-    weak = (cand & ~edges).unsqueeze(1).float()
-    if weak.any():
-        cur = edges.unsqueeze(1).float()
+    weak = cand & ~edges
+    if bool(weak.any()):
         while True:  # hysteresis: grow strong edges through 8-connected weak ones
-            grown = torch.maximum(cur, F.max_pool2d(cur, 3, 1, 1) * weak)
-            if torch.equal(grown, cur):
+            grown = edges | (_ops.dilate3x3(edges) & weak)
+            if torch.equal(grown, edges):
                 break
-            cur = grown
-        edges = cur.squeeze(1) > 0
+            edges = grown
     return edges
 
 

@@ -100,7 +100,15 @@ def fog(images: torch.Tensor, severity: int, *, preset: str = "imagenet_c",
     x = _ops.work(images)
     n, _, h, w = x.shape
     size = 1 << (max(h, w, 3) - 1).bit_length()
-    plasma = _plasma(n, size, float(p["decay"]), generator, x.device)[:, None, :h, :w]
-    peak = x.amax(dim=(1, 2, 3), keepdim=True)
+    plasma = _plasma(n, size, float(p["decay"]), generator, x.device)  # whole batch: cost per level
     c = float(p["strength"])
-    return _ops.finish((x + c * plasma) * peak / (peak + c), images)
+    out = torch.empty_like(x)
+    step = _ops.cpu_chunk(x)
+    for a in range(0, n, step):
+        xa = x[a: a + step]
+        peak = xa.amax(dim=(1, 2, 3), keepdim=True)
+        out[a: a + step] = (xa + c * plasma[a: a + step, None, :h, :w]) * (peak / (peak + c))
+    return _ops.finish(out, images)
+
+
+fog.whole_batch = True  # type: ignore[attr-defined]
