@@ -147,7 +147,7 @@ def check_data(spec: str | dict, where: str) -> None:
     target = spec if isinstance(spec, str) else str(spec.get("path") or spec.get("name") or "")
     if not target:
         raise UserError(f"{where}: dataset table needs 'path' or 'name'")
-    if target.startswith("folder:") or "/" in target or target.startswith("."):
+    if is_folder_spec(target):
         folder = Path(target.removeprefix("folder:"))
         if not folder.is_dir():
             raise UserError(f"{where}: dataset folder {str(folder)!r} does not exist")
@@ -156,6 +156,26 @@ def check_data(spec: str | dict, where: str) -> None:
             DATASETS.canonical(target.partition(":")[0])
         except UserError as exc:
             raise UserError(f"{where}: {exc}") from None
+
+
+def is_folder_spec(spec: str | dict) -> bool:
+    """Whether a dataset spec names an image folder (rather than a registered dataset)."""
+    if isinstance(spec, dict):
+        return "path" in spec
+    return spec.startswith(("folder:", ".")) or "/" in spec
+
+
+def skip_corrupt_images(cfg: RunConfig) -> RunConfig:
+    """Make every image-folder dataset of ``cfg`` skip (and count) unreadable images."""
+    def mark(spec):
+        if spec is None or not is_folder_spec(spec):
+            return spec
+        return {**spec, "skip_corrupt": True} if isinstance(spec, dict) else {"path": spec, "skip_corrupt": True}
+
+    cfg.data = mark(cfg.data)
+    for s in cfg.suites:
+        s.data = mark(s.data)
+    return cfg
 
 
 def build_suite(name: str, options: dict[str, Any], where: str) -> SuiteConfig:

@@ -149,12 +149,12 @@ class SuiteContext:
                limit: int | None | str = "default") -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches ``(x, y)`` on the device; x in [0,1] at the model's input size, y long.
 
-        ``limit`` defaults to the context's limit for the evaluation dataset and to no limit for
-        other datasets; the subset is seeded by the run seed.
+        ``limit`` defaults to the context's limit for the evaluation dataset's ``test`` split and to
+        no limit otherwise (other datasets, training splits); the subset is seeded by the run seed.
         """
         source = self.source(spec, split)
         if limit == "default":
-            limit = self.limit if spec is None else None
+            limit = self.limit if spec is None and split == "test" else None
         indices = subset_indices(len(source), limit, self.seed)  # type: ignore[arg-type]
         cfg = self.model.data_config
         if isinstance(source, TensorSource):
@@ -182,14 +182,20 @@ class SuiteContext:
             raise
 
     def num_examples(self, spec: str | Mapping[str, Any] | None = None, split: str = "test") -> int:
-        limit = self.limit if spec is None else None
+        limit = self.limit if spec is None and split == "test" else None
         return len(subset_indices(len(self.source(spec, split)), limit, self.seed))
 
     # -- the shared forward pass -------------------------------------------------------------------
-    def features(self, spec: str | Mapping[str, Any] | None = None, split: str = "test") -> FeatureSet:
-        """Logits, penultimate features and labels of one (cached) forward pass over a dataset."""
+    def features(self, spec: str | Mapping[str, Any] | None = None, split: str = "test", *,
+                 limit: int | None | str = "default") -> FeatureSet:
+        """Logits, penultimate features and labels of one (cached) forward pass over a dataset.
+
+        ``limit`` as in :meth:`loader`: by default the run's limit for the evaluation dataset's
+        ``test`` split, no limit otherwise.
+        """
         source = self.source(spec, split)
-        limit = self.limit if spec is None else None
+        if limit == "default":
+            limit = self.limit if spec is None and split == "test" else None
         valid = ",".join(map(str, self.model.valid_labels or []))
         key = derive_seed(self.model.sha, source.fingerprint, split, limit, self.seed if limit else "",
                           valid, self.amp, tuple(self.model.data_config["input_size"]))
@@ -198,7 +204,7 @@ class SuiteContext:
         if cached is not None:
             return cached
         logits, feats, labels = [], [], []
-        total = self.num_examples(spec, split)
+        total = len(subset_indices(len(source), limit, self.seed))  # type: ignore[arg-type]
         name = source.name or spec_label(spec or self.dataset)
         with torch.no_grad():
             for x, y in self.progress(self.loader(spec, split, limit=limit), f"forward {name}", total, unit_scale=self.batch_size):

@@ -32,7 +32,8 @@ VERSIONED_PACKAGES = ("robustvit", "torch", "torchvision", "timm", "torchattacks
 
 @dataclass
 class Event:
-    """Progress of a run: ``model`` loaded, ``plan`` of a suite, ``cell`` stored, ``aggregate`` stored."""
+    """Progress of a run: ``model`` loaded, ``plan`` of a suite, ``cell`` stored, ``aggregate`` stored,
+    ``suite`` finished, ``skipped`` unreadable images (when the dataset asks to skip them)."""
 
     kind: str
     model: str
@@ -131,12 +132,17 @@ def execute(cfg: RunConfig, store: Store, *, force: bool = False, on_event: Call
             todo = list(cells) if force else [c for c in cells if c not in done]
             summary.cached += len(cells) - len(todo)
             emit(Event("plan", model.name, suite.name, detail=f"{len(todo)} to compute, {len(cells) - len(todo)} stored"))
-            t0 = time.perf_counter()
+            t0 = suite_start = time.perf_counter()
             for result in suite.run(ctx, todo) if todo else ():
                 write(key, result)
                 summary.computed += 1
                 emit(Event("cell", model.name, suite.name, result.cell, seconds=time.perf_counter() - t0))
                 t0 = time.perf_counter()
+            if todo:
+                emit(Event("suite", model.name, suite.name, detail=f"{len(todo)} cell{'s' if len(todo) != 1 else ''}",
+                           seconds=time.perf_counter() - suite_start))
+            if ctx.skipped:
+                emit(Event("skipped", model.name, suite.name, detail=f"{ctx.skipped} unreadable images skipped"))
             aggregates = suite.aggregate(store.cell_records(key), ctx)
             for result in aggregates:
                 if todo or result.cell not in done:

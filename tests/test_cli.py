@@ -141,3 +141,25 @@ def test_bad_checkpoint_and_corrupt_image_fail_cleanly(tmp_path: Path) -> None:
     assert result.returncode == 2 and lines[-1].startswith("robustvit: error: cannot read image"), result.stderr
     assert sum("error" in line for line in lines) == 1 and "Traceback" not in result.stderr
     assert "cannot read image" in result.stderr and "x.png" in result.stderr and not store.exists()
+
+
+def test_skip_corrupt_counts_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import numpy as np
+    from PIL import Image
+
+    for label in ("a", "b"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((40, 40, 3), 60 * i, dtype=np.uint8)).save(tmp_path / "data" / label / f"{i}.png")
+    (tmp_path / "data" / "a" / "broken.png").write_bytes(b"not a png")
+    store = tmp_path / "s.sqlite"
+    rc = main(["eval", "--model", "timm:test_resnet", "--no-pretrained", "--suite", "clean", "--data",
+               str(tmp_path / "data"), "--skip-corrupt", "--store", str(store)])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "1 unreadable images skipped" in err
+    from robustvit.store import Store
+
+    with Store(store, readonly=True) as s:
+        rows = s.records(metric="top1")
+    assert rows["n"].tolist() == [6] and '"skip_corrupt": true' in rows["dataset"].item()

@@ -18,6 +18,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by ``eval`` and ``run`` (on ``run`` they override the file's ``[run]``)."""
     add_store_argument(parser)
     parser.add_argument("--data", help="evaluation dataset: a registered name (digits) or an image folder")
+    parser.add_argument("--skip-corrupt", action="store_true", dest="skip_corrupt",
+                        help="skip (and count) unreadable images in image folders instead of failing")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: auto (CUDA when present)")
     parser.add_argument("--batch-size", type=int, dest="batch_size")
     parser.add_argument("--limit", type=int, help="evaluate a seeded subset of this many images")
@@ -45,8 +47,12 @@ def execute_and_print(cfg, args: argparse.Namespace) -> int:
             print(f"[{e.model}] loaded ({e.detail})", file=sys.stderr)
         elif e.kind == "plan":
             print(f"[{e.model}] {e.suite}: {e.detail}", file=sys.stderr)
-        elif e.kind == "cell":
+        elif e.kind == "skipped":
+            print(f"[{e.model}] {e.suite}: {e.detail}", file=sys.stderr)
+        elif e.kind == "cell" and e.seconds >= 5:  # only the long cells, to keep the log short
             print(f"[{e.model}] {e.suite} {e.cell or '(all)'} done in {e.seconds:.1f}s", file=sys.stderr)
+        elif e.kind == "suite":
+            print(f"[{e.model}] {e.suite}: {e.detail} done in {e.seconds:.1f}s", file=sys.stderr)
 
     import pandas as pd
 

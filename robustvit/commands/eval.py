@@ -40,7 +40,7 @@ def _parse_options(items: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from robustvit.config import ModelConfig, RunConfig, build_suite, validate
+    from robustvit.config import ModelConfig, RunConfig, build_suite, skip_corrupt_images, validate
 
     options = _parse_options(args.option)
     names = [n.strip() for s in args.suite for n in s.split(",") if n.strip()]
@@ -55,4 +55,6 @@ def run(args: argparse.Namespace) -> int:
     run_opts = {k: getattr(args, k) for k in ("data", "seed", "batch_size", "device", "limit", "amp", "workers")
                 if getattr(args, k) is not None}
     cfg = validate(RunConfig(models=models, suites=suites, **run_opts))
+    if args.skip_corrupt:
+        skip_corrupt_images(cfg)
     return execute_and_print(cfg, args)
