@@ -115,6 +115,10 @@ class CorruptionSuite(Suite):
         self.baseline: str = base
         self.benchmark_complete = all(c in self.corruptions for c in BENCHMARK)
 
+    def config(self) -> dict[str, Any]:
+        """The options that define the numbers: where the frost textures are read from does not."""
+        return {k: v for k, v in self.opts.items() if k != "frost_dir"}
+
     def cells(self) -> list[str]:
         return [CLEAN] + [f"{c}/{s}" for c in self.corruptions for s in self.severities]
 
