@@ -158,7 +158,6 @@ def test_cifar10_c_array_layout(tmp_path: Path, store_path: Path) -> None:
     ({"severities": [0, 3]}, "severities"),
     ({"preset": "imagenet"}, "preset"),
     ({"source": "imagenet_c_disk"}, "root"),
-    ({"source": "cifar10_c_disk", "root": "/nonexistent/folder"}, "does not exist"),
     ({"corruptions": 3}, "corruptions"),
     ({"colour": 1}, "unknown option"),
 ])
@@ -178,3 +177,20 @@ def test_missing_frost_textures_fail_before_any_work(monkeypatch: pytest.MonkeyP
         build_suite("corruption", {"corruptions": ["frost"], "frost_dir": str(tmp_path)}, "test")
     suite = build_suite("corruption", {"corruptions": ["fog"]}, "test").suite  # no frost, no textures needed
     assert suite.cells() == ["clean"] + [f"fog/{s}" for s in range(1, 6)] and not math.isnan(suite.severities[0])
+
+
+def test_missing_root_folder_is_a_user_error(store_path: Path) -> None:
+    with Store(store_path) as store, pytest.raises(UserError, match="does not exist"):
+        _run(store, ["zoo_resnet"], {"source": "cifar10_c_disk", "root": "/nonexistent/folder",
+                                     "corruptions": ["fog"], "severities": [1]}, limit=8)
+
+
+@pytest.mark.parametrize("path", ["suites/imagenet_c.toml", "suites/cifar10_c.toml"])
+def test_shipped_suite_files_are_valid_corruption_suites(path: str) -> None:
+    import tomllib
+
+    file = Path(__file__).resolve().parents[1] / path
+    doc = tomllib.loads(file.read_text())
+    for name, table in doc["suites"].items():
+        cfg = build_suite(name, table, path)
+        assert cfg.suite.kind == "corruption" and len(cfg.suite.cells()) == 1 + 15 * 5

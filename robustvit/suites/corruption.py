@@ -98,10 +98,8 @@ class CorruptionSuite(Suite):
         if o["source"] not in SOURCES:
             raise UserError(f"suite {self.name!r}: unknown source {o['source']!r} (allowed: {', '.join(SOURCES)})")
         if o["source"] != "generate":
-            if not o["root"]:
+            if not o["root"] or not isinstance(o["root"], str):
                 raise UserError(f"suite {self.name!r}: source {o['source']!r} needs root = <folder of the released files>")
-            if not Path(str(o["root"])).expanduser().is_dir():
-                raise UserError(f"suite {self.name!r}: root folder {str(o['root'])!r} does not exist")
         elif "frost" in self.corruptions:
             from robustvit.corruptions.textures import frost_dir
 
@@ -131,6 +129,9 @@ class CorruptionSuite(Suite):
         todo = [c for c in cells if c != CLEAN]
         if not todo:
             return
+        root = self.opts["root"]
+        if self.opts["source"] != "generate" and not Path(str(root)).expanduser().is_dir():
+            raise UserError(f"suite {self.name!r}: root folder {str(root)!r} does not exist")
         if self.opts["source"] == "generate":
             yield from self._run_generate(ctx, todo)
         else:
