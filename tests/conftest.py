@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("ROBUSTVIT_NO_PLUGINS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test reaches for the network (read when huggingface_hub loads)
 
 
 @pytest.fixture(autouse=True)
