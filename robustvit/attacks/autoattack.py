@@ -37,7 +37,7 @@ class Cascade(Attack):
     """Members run in order, each on the points all earlier members failed on (per-point worst case).
 
     After each member its images are projected onto the threat model and re-predicted; ``run`` reports
-    ``robust_after_<member>`` counts.
+    ``robust_after_<member>`` counts. Every member gets the same seed, as in the original AutoAttack.
 
     Args:
         members: Member name -> attack adapter, in order; all with the same threat model.
@@ -65,12 +65,12 @@ class Cascade(Attack):
         adv = x.clone()
         robust = torch.ones(len(x), dtype=torch.bool, device=x.device)
         counts: dict[str, float] = {}
-        for i, (key, member) in enumerate(self.members.items()):
+        for key, member in self.members.items():
             idx = robust.nonzero().flatten()
             if idx.numel():
                 grad_ctx = torch.no_grad() if member.gradient_free else torch.enable_grad()
                 with grad_ctx:
-                    out = member.perturb(model, x[idx], y[idx], eps=eps, seed=seed + i)
+                    out = member.perturb(model, x[idx], y[idx], eps=eps, seed=seed)
                 out = project(x[idx], out, eps, self.norm)
                 with torch.no_grad():
                     fooled = model(out).argmax(1) != y[idx]

@@ -91,7 +91,7 @@ def attack_batch(
 
     Args:
         attack: The adapter.
-        model: A [0,1]-input classifier in eval mode.
+        model: A [0,1]-input classifier; evaluated in eval mode (its mode is restored afterwards).
         x: Images (N,3,H,W) in [0,1]; attacked in fp32.
         y: Labels (N,).
         eps: Epsilons in [0,1] pixel space. Bounded attacks take exactly one; minimum-norm attacks run
