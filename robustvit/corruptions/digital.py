@@ -8,6 +8,7 @@ reference (skimage ``rgb2hsv`` / ``hsv2rgb``) reduces to a per-pixel rescaling, 
 from __future__ import annotations
 
 import io
+import warnings
 from functools import lru_cache
 
 import numpy as np
@@ -55,16 +56,36 @@ def saturate(images: torch.Tensor, severity: int, *, preset: str = "imagenet_c",
     return _ops.finish(torch.where(delta > 0, coloured, grey), images)
 
 
-def _jpeg_round_trip(planes: np.ndarray, quality: int) -> torch.Tensor:
+def _decoder():
+    """torchvision's libjpeg decoder (faster than PIL's; deprecated in torchvision 0.29), else PIL's."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from torchvision.io import ImageReadMode, decode_jpeg
+    except ImportError:  # a torchvision without image decoding
+        return None
+
+    def decode(data: bytes) -> torch.Tensor:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+
+    return decode
+
+
+def _jpeg_round_trip(planes: np.ndarray, quality: int, decode) -> torch.Tensor:
     """Encode one image given as 8-bit planes ``(3, H, W)`` with PIL, decode it with libjpeg."""
     from PIL import Image
-    from torchvision.io import ImageReadMode, decode_jpeg
 
     h, w = planes.shape[-2:]
     image = Image.merge("RGB", [Image.frombuffer("L", (w, h), plane, "raw", "L", 0, 1) for plane in planes])
     buf = io.BytesIO()
     image.save(buf, format="JPEG", quality=quality)
-    return decode_jpeg(torch.frombuffer(bytearray(buf.getbuffer()), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    if decode is not None:
+        return decode(buf.getbuffer())
+    buf.seek(0)
+    with Image.open(buf) as im:
+        return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
 
 
 def jpeg_compression(images: torch.Tensor, severity: int, *, preset: str = "imagenet_c",
@@ -84,8 +105,9 @@ def jpeg_compression(images: torch.Tensor, severity: int, *, preset: str = "imag
         chunk = x[a: a + step].mul(255.0).add_(0.5).clamp_(0.0, 255.0).to(torch.int16)
         planes[a: a + step] = chunk.cpu().numpy()
     out = torch.empty(tuple(x.shape), dtype=torch.float32)
+    decode = _decoder()
     for i in range(n):  # the codec is one C call per image; everything around it is batched
-        out[i].copy_(_jpeg_round_trip(planes[i], quality))
+        out[i].copy_(_jpeg_round_trip(planes[i], quality, decode))
     return _ops.finish(out.mul_(1.0 / 255.0).to(x.device), images)
 
 

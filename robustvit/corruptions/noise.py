@@ -14,7 +14,7 @@ import torch
 from robustvit.corruptions import _ops
 from robustvit.corruptions.presets import params
 
-_GUIDE = 256  # guide-table cells per Poisson level (small enough to stay in cache)
+_GUIDE_MIN = 256  # guide-table cells per Poisson level: about one per support point, small enough for the cache
 
 
 def _noise(x: torch.Tensor, generator: _ops.Generator, std: float) -> torch.Tensor:
@@ -51,7 +51,7 @@ def impulse_noise(images: torch.Tensor, severity: int, *, preset: str = "imagene
 
 
 @lru_cache(maxsize=32)
-def _poisson_tables(rate: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
+def _poisson_tables(rate: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int, int]:
     """CDF and guide tables of Poisson(k * rate / 255) for k = 0..255 (inversion sampling)."""
     lam = np.arange(256, dtype=np.float64) * rate / 255.0
     size = int(np.ceil(rate + 12.0 * np.sqrt(rate) + 20.0))
@@ -64,10 +64,11 @@ def _poisson_tables(rate: float, device: torch.device) -> tuple[torch.Tensor, to
     pmf[0, 0] = 1.0  # Poisson(0) is 0
     cdf = np.cumsum(pmf, axis=1)
     cdf[:, -1] = 2.0  # every u < 1 stops at the last support point at the latest
-    cells = np.arange(_GUIDE, dtype=np.float64) / _GUIDE
+    guide_cells = max(_GUIDE_MIN, 1 << (size - 1).bit_length())
+    cells = np.arange(guide_cells, dtype=np.float64) / guide_cells
     guide = np.stack([np.searchsorted(row, cells, side="right") for row in cdf])  # first j with F(j) > g/G
     return (torch.from_numpy(cdf.astype(np.float32).ravel()).to(device),
-            torch.from_numpy(guide.astype(np.int16).ravel()).to(device), size)
+            torch.from_numpy(guide.astype(np.int16).ravel()).to(device), size, guide_cells)
 
 
 def shot_noise(images: torch.Tensor, severity: int, *, preset: str = "imagenet_c",
@@ -79,11 +80,11 @@ def shot_noise(images: torch.Tensor, severity: int, *, preset: str = "imagenet_c
     """
     c = float(params("shot_noise", severity, preset)["rate"])
     x = _ops.work(images)
-    cdf, guide, size = _poisson_tables(c, x.device)
+    cdf, guide, size, cells = _poisson_tables(c, x.device)
     level = (x.clamp(0, 1) * 255.0).round_().to(torch.int64).view(-1)
     u = _ops.uniform((level.numel(),), generator, x.device)
-    cell = (u * _GUIDE).to(torch.int64).clamp_(max=_GUIDE - 1)
-    k = guide.take(cell.add_(level * _GUIDE)).long()
+    cell = (u * cells).to(torch.int64).clamp_(max=cells - 1)
+    k = guide.take(cell.add_(level * cells)).long()
     base = level.mul_(size)
     active = torch.nonzero(cdf.take(base + k) <= u).squeeze(1)
     while active.numel():  # a few values sit past their guide cell's first candidate
