@@ -56,12 +56,16 @@ def is_numpy(generator: object) -> bool:
 CPU_CHUNK_BYTES = 1 << 20
 
 
-def cpu_chunk(x: torch.Tensor) -> int:
-    """Images per chunk for ``x`` (N, C, H, W): cache-sized on CPU, the whole batch elsewhere."""
+def cpu_chunk(x: torch.Tensor, bytes_per_image: int | None = None) -> int:
+    """Images per chunk for ``x`` (N, C, H, W): cache-sized on CPU, the whole batch elsewhere.
+
+    ``bytes_per_image`` overrides the working set of one image (default: its float32 pixels).
+    """
     n = x.shape[0]
     if x.device.type != "cpu" or n == 0:
         return max(n, 1)
-    return max(1, min(n, CPU_CHUNK_BYTES * torch.get_num_threads() // (x[0].numel() * 4)))
+    per = bytes_per_image or x[0].numel() * 4
+    return max(1, min(n, CPU_CHUNK_BYTES * torch.get_num_threads() // per))
 
 
 def _gen_device(generator: torch.Generator | None, device: torch.device) -> torch.device:

@@ -102,6 +102,19 @@ def spatter(images: torch.Tensor, severity: int, *, preset: str = "imagenet_c",
     p = params("spatter", severity, preset)
     x = _ops.work(images)
     n, _, h, w = x.shape
+    out = torch.empty_like(x)
+    # most of the work is on one-channel maps: chunks of several images amortise the many small ops
+    step = _ops.cpu_chunk(x, bytes_per_image=h * w * 4)
+    for a in range(0, n, step):
+        out[a: a + step] = _spatter(x[a: a + step], p, generator)
+    return _ops.finish(out, images)
+
+
+spatter.whole_batch = True  # type: ignore[attr-defined]  # it chunks itself
+
+
+def _spatter(x: torch.Tensor, p: dict, generator: _ops.Generator) -> torch.Tensor:
+    n, _, h, w = x.shape
     liquid = _ops.normal((n, h, w), generator, x.device, mean=p["loc"], std=p["scale"])
     liquid = _ops.gaussian_filter(liquid, float(p["sigma"]))
     liquid = torch.where(liquid < p["threshold"], torch.zeros_like(liquid), liquid)
@@ -109,8 +122,8 @@ def spatter(images: torch.Tensor, severity: int, *, preset: str = "imagenet_c",
         m = _water(liquid, float(p["intensity"])).unsqueeze(1)
         # the reference treats the RGB array as BGR: channel 0 gets 175/255, channels 1-2 get 238/255
         colour = torch.tensor([175.0, 238.0, 238.0], device=x.device).view(1, 3, 1, 1) / 255.0
-        return _ops.finish(x + m * colour, images)
+        return x + m * colour
     m = _ops.gaussian_filter((liquid > p["threshold"]).float(), float(p["intensity"]))
     m = torch.where(m < 0.8, torch.zeros_like(m), m).unsqueeze(1)
     colour = torch.tensor([63.0, 42.0, 20.0], device=x.device).view(1, 3, 1, 1) / 255.0
-    return _ops.finish(x * (1 - m) + colour * m, images)
+    return x * (1 - m) + colour * m
