@@ -187,7 +187,10 @@ def test_missing_root_folder_is_a_user_error(store_path: Path) -> None:
 
 @pytest.mark.parametrize("path", ["suites/imagenet_c.toml", "suites/cifar10_c.toml"])
 def test_shipped_suite_files_are_valid_corruption_suites(path: str) -> None:
-    import tomllib
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
 
     file = Path(__file__).resolve().parents[1] / path
     doc = tomllib.loads(file.read_text())
