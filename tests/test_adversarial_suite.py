@@ -7,6 +7,7 @@ import json
 import pandas as pd
 import pytest
 import torch
+from test_attacks_core import _one_thread  # noqa: F401 (autouse fixture: one intra-op thread)
 
 from robustvit.attacks.engine import attack_batch
 from robustvit.context import SuiteContext
@@ -15,15 +16,6 @@ from robustvit.models import load_model
 from robustvit.registries import SUITES
 from robustvit.store import Store
 from robustvit.suites.adversarial import AdversarialSuite, _seed
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Attack loops are many small ops: one intra-op thread is fastest on a small, shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

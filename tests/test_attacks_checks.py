@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_attacks_core import _one_thread  # noqa: F401 (autouse fixture: one intra-op thread)
 from torch import nn
 
 from robustvit.attacks.checks import CellStat, record_flags, run_checks
 from robustvit.data.catalog import digits
 from robustvit.models import load_model
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Attack loops are many small ops: one intra-op thread is fastest on a small, shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 
 class Quantised(nn.Module):

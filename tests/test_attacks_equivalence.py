@@ -9,23 +9,15 @@ instead, so equal numbers also show that nothing is normalised twice.
 from __future__ import annotations
 
 import foolbox as fb
-import pytest
 import torch
 import torchattacks
-from test_attacks_core import DATA_CONFIG, tiny_cnn, wrapped
+from test_attacks_core import DATA_CONFIG, _one_thread, tiny_cnn, wrapped  # noqa: F401 (autouse fixture)
 
 from robustvit.attacks.engine import attack_batch
 from robustvit.registries import ATTACKS
 
 MEAN, STD = list(DATA_CONFIG["mean"]), list(DATA_CONFIG["std"])
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Attack loops are many small ops: one intra-op thread is fastest on a small, shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 
