@@ -100,7 +100,8 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
     torchattacks and foolbox draw from (and torchattacks re-seeds) the global generators; forking them
     keeps a run's other random draws independent of which attacks ran before.
     """
-    devices = [device] if device.type == "cuda" else []
+    # torch.manual_seed seeds every CUDA device, so all of them are forked (and restored)
+    devices = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
