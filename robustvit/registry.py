@@ -25,6 +25,9 @@ from robustvit.errors import UserError
 T = TypeVar("T")
 
 PLUGINS_ENV = "ROBUSTVIT_NO_PLUGINS"
+#: optional dependencies -> the robustvit extra that installs them (for "No module named" errors)
+EXTRAS = {"torchattacks": "attacks", "foolbox": "attacks", "skimage": "ood", "jinja2": "report",
+          "matplotlib": "report", "markupsafe": "report"}
 
 
 class RegistryError(UserError):
@@ -46,7 +49,10 @@ class _Entry:
                 for part in attr.split("."):
                     obj = getattr(obj, part)
             except (ImportError, AttributeError) as exc:
-                raise RegistryError(f"cannot load {self.name!r} from {self.target!r} ({self.origin}): {exc}") from exc
+                missing = getattr(exc, "name", None)
+                extra = EXTRAS.get((missing or "").split(".")[0])
+                hint = f"; install it with: pip install 'robustvit[{extra}]'" if extra else ""
+                raise RegistryError(f"cannot load {self.name!r} from {self.target!r} ({self.origin}): {exc}{hint}") from exc
             self.target = obj
         return self.target
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 HEADLINES: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "clean": (r".*", None),
     "corruption": (r"^[^/]*$", ("mce", "relative_mce", "mean_error", "error")),
-    "adversarial": (r".*", ("clean_acc", "robust_acc", "median_norm")),
+    "adversarial": (r".*", ("clean_acc", "robust_acc", "median_norm", "flag_gradient_masking")),
     "ood": (r"^(near|far)(/[^/]+)?$", ("auroc", "fpr95")),
 }
 FAMILY_ORDER = ("vit", "hybrid", "cnn")

@@ -105,3 +105,13 @@ def test_entry_point_clash_with_builtin_is_reported(plugin_dist, monkeypatch) ->
     reg: Registry = Registry("models", {"tiny_plugin": "json:dumps"})
     with pytest.raises(RegistryError, match="my_rv_plugin:tiny.*clashes.*built-in"):
         reg.names()
+
+
+def test_missing_optional_dependency_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torchattacks", None)  # as if the attacks extra were not installed
+    monkeypatch.delitem(sys.modules, "robustvit.attacks.torchattacks_adapters", raising=False)
+    reg: Registry = Registry("attacks", {"x": "robustvit.attacks.torchattacks_adapters:PGD"}, entry_points=False)
+    with pytest.raises(RegistryError, match=r"pip install 'robustvit\[attacks\]'"):
+        reg.get("x")
