@@ -52,6 +52,8 @@ class _Entry:
                 missing = getattr(exc, "name", None)
                 extra = EXTRAS.get((missing or "").split(".")[0])
                 hint = f"; install it with: pip install 'robustvit[{extra}]'" if extra else ""
+                if missing == "torchattacks":
+                    hint = "; install it with: pip install 'robustvit[attacks]' && pip install --no-deps torchattacks==3.5.1"
                 raise RegistryError(f"cannot load {self.name!r} from {self.target!r} ({self.origin}): {exc}{hint}") from exc
             self.target = obj
         return self.target
