@@ -120,7 +120,9 @@ def train_all(out: Path | None = None, *, seed: int = 0, names: tuple[str, ...] 
             path = (out / f"{name}.safetensors") if out else weights_path(name)
             path.parent.mkdir(parents=True, exist_ok=True)
             state = {k: v.contiguous() for k, v in model.state_dict().items()}
-            save_file(state, str(path), metadata={"robustvit_zoo": name, "seed": str(seed)})
+            # one metadata key: safetensors writes its metadata map in hash order, so two keys could
+            # come out in either order and the same weights would give different bytes
+            save_file(state, str(path), metadata={"robustvit_zoo": f"{name} seed={seed}"})
             sha = hashlib.sha256(path.read_bytes()).hexdigest()
             rows.append({"name": name, "params": sum(p.numel() for p in model.parameters()), "test_acc": acc,
                          "epochs": epochs or RECIPES[name].epochs, "seconds": seconds, "sha256": sha, "path": path,
