@@ -7,7 +7,6 @@ import json
 import pandas as pd
 import pytest
 import torch
-from test_attacks_core import _one_thread  # noqa: F401 (autouse fixture: one intra-op thread)
 
 from robustvit.attacks.engine import attack_batch
 from robustvit.context import SuiteContext
@@ -16,6 +15,8 @@ from robustvit.models import load_model
 from robustvit.registries import SUITES
 from robustvit.store import Store
 from robustvit.suites.adversarial import AdversarialSuite, _seed
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_attacks_core import _one_thread  # noqa: F401 (autouse fixture: one intra-op thread)
 from torch import nn
 
 from robustvit.attacks.checks import CellStat, record_flags, run_checks
 from robustvit.data.catalog import digits
 from robustvit.models import load_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Quantised(nn.Module):

@@ -9,12 +9,15 @@ instead, so equal numbers also show that nothing is normalised twice.
 from __future__ import annotations
 
 import foolbox as fb
+import pytest
 import torch
 import torchattacks
-from test_attacks_core import DATA_CONFIG, _one_thread, tiny_cnn, wrapped  # noqa: F401 (autouse fixture)
+from test_attacks_core import DATA_CONFIG, tiny_cnn, wrapped
 
 from robustvit.attacks.engine import attack_batch
 from robustvit.registries import ATTACKS
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 MEAN, STD = list(DATA_CONFIG["mean"]), list(DATA_CONFIG["std"])
 

@@ -25,13 +25,7 @@ LIMIT = 300  # ID test images (the detectors fit on the whole train split)
 FAR = {"faces": "ood_faces", "textures": {"name": "ood_textures", "n": 150}, "photos": {"name": "ood_photos", "n": 150}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread is ~10x faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _context(model_name: str) -> SuiteContext:
