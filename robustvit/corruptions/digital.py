@@ -120,38 +120,47 @@ def _box_plan(n_in: int, n_out: int, device: torch.device) -> tuple[torch.Tensor
 
     Pillow (``ImagingResample``) gives input pixel ``j`` weight ``box((j + 0.5 - c) / scale)`` around
     the centre ``c = (i + 0.5) * scale``, with ``box`` 1 on (-0.5, 0.5]: output ``i`` averages the
-    pixels whose centres lie in ``(i * scale, (i + 1) * scale]``, which tile the row. NEAREST maps
-    output ``o`` of the way back to ``floor((o + 0.5) * n_out / n_in)``.
+    pixels whose centres lie in ``(i * scale, (i + 1) * scale]`` (as rounded in double precision).
+    Pillow's fixed-point weights round like the exact mean for the window sizes of the presets
+    (at most 5 pixels: ties only for 2 and 4, whose weights are exact). NEAREST maps
+    output ``o`` of the way back to ``floor((o + 0.5) * n_out / n_in)``, summed step by step.
 
     Returns:
-        Window boundaries (``n_out + 1``, into a cumulative sum with a leading 0), ``255 / size`` per
-        window, and the nearest source index per pixel of the way back.
+        ``taps`` (``k, n_out``): the input index of each window's ``k``-th pixel (windows shorter
+        than ``k`` repeat their last one, with weight 0); ``weights`` (``k, n_out``): ``1 / size``
+        or 0; and the nearest source index per pixel of the way back (torch's ``nearest-exact``
+        interpolation computes it otherwise and picks other pixels for many size pairs).
     """
     scale = n_in / n_out
-    support = 0.5 * max(scale, 1.0)
-    bounds = np.empty(n_out + 1, np.int64)
-    for o in range(n_out):
-        centre = (o + 0.5) * scale
-        lo = max(int(centre - support + 0.5), 0)
-        hi = min(int(centre + support + 0.5), n_in)
-        j = np.arange(lo, hi)
-        t = (j - centre + 0.5) / max(scale, 1.0)
-        bounds[o] = j[(t > -0.5) & (t <= 0.5)][0]
-    bounds[n_out] = n_in
-    back = ((np.arange(n_in) + 0.5) * (n_out / n_in)).astype(np.int64)
-    return (torch.from_numpy(bounds).to(device), torch.from_numpy(255.0 / np.diff(bounds)).float().to(device),
+    filterscale = max(scale, 1.0)
+    support, ss = 0.5 * filterscale, 1.0 / filterscale
+    first, last = np.empty(n_out, np.int64), np.empty(n_out, np.int64)
+    for o in range(n_out):  # Pillow's precompute_coeffs, in its double arithmetic (floating-point
+        centre = (o + 0.5) * scale  # rounding can leave a pixel out of both neighbouring windows)
+        j = np.arange(max(int(centre - support + 0.5), 0), min(int(centre + support + 0.5), n_in))
+        t = (j - centre + 0.5) * ss
+        inside = j[(t > -0.5) & (t <= 0.5)]
+        first[o], last[o] = inside[0], inside[-1]
+    sizes = last - first + 1
+    k = np.arange(sizes.max())[:, None]
+    taps = np.minimum(first[None, :] + k, last[None, :])
+    weights = np.where(k < sizes[None, :], 1.0 / sizes[None, :], 0.0)
+    # NEAREST (``ImagingScaleAffine``) steps through the source in double precision, one increment
+    # per pixel from half a step: ``floor((o + 0.5) * n_out / n_in)`` with that sum's rounding
+    step = n_out / n_in
+    back = np.cumsum(np.r_[0.5 * step, np.full(n_in - 1, step)]).astype(np.int64)
+    return (torch.from_numpy(taps).to(device), torch.from_numpy(weights).float().to(device),
             torch.from_numpy(back).to(device))
 
 
-def _box_down(x: torch.Tensor, dim: int, bounds: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """PIL BOX reduction of one axis (-1 or -2), rounded to 8 bits as Pillow does."""
-    cs = torch.cumsum(x, dim=dim)
-    total = cs.index_select(dim, bounds[1:] - 1)  # running sum at each window's last pixel
-    before = cs.index_select(dim, (bounds[:-1] - 1).clamp_(min=0))
-    before.narrow(dim, 0, 1).zero_()
-    total.sub_(before)
-    total.mul_(scale if dim == -1 else scale.view(-1, 1))
-    return total.add_(0.501).floor_().div_(255.0)  # Pillow rounds each pass to 8 bits, halves up
+def _box_rows(x: torch.Tensor, taps: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Window means over rows, ``(P, n_in, w) -> (P, n_out, w)``, rounded to 8 bits as Pillow rounds
+    each pass (halves up), on the 0-255 scale (``weights`` include the factor 255). Gathering whole
+    rows of a 3-D view copies contiguous memory (a 4-D gather goes element by element)."""
+    acc = x.index_select(1, taps[0]).mul_(weights[0].view(-1, 1))
+    for k in range(1, taps.shape[0]):
+        acc.addcmul_(x.index_select(1, taps[k]), weights[k].view(-1, 1))
+    return acc.add_(0.501).floor_()
 
 
 def pixelate(images: torch.Tensor, severity: int, *, preset: str = "imagenet_c",
@@ -159,15 +168,29 @@ def pixelate(images: torch.Tensor, severity: int, *, preset: str = "imagenet_c",
     """PIL ``resize`` to ``int(side * c)`` with BOX, then back with NEAREST.
 
     Rows are reduced before columns (Pillow does columns first; only the 8-bit rounding between
-    the passes can differ), as summing along rows is the fast direction in memory.
+    the passes can differ, by one level for a few pixels): each pass gathers and sums the few whole
+    rows of every window (the column pass on the transposed rows), and the way back copies whole
+    rows too, in cache-sized chunks written straight into the output.
     """
     c = params("pixelate", severity, preset)["factor"]
     x = _ops.work(images)
-    h, w = x.shape[-2:]
-    bh, sh, back_h = _box_plan(h, int(h * c), x.device)
-    bw, sw, back_w = _box_plan(w, int(w * c), x.device)
-    small = _box_down(_box_down(x, -2, bh, sh), -1, bw, sw)
-    return _ops.finish(small.index_select(-1, back_w).index_select(-2, back_h), images)
+    n, ch, h, w = x.shape
+    h_out, w_out = int(h * c), int(w * c)
+    taps_h, wts_h, back_h = _box_plan(h, h_out, x.device)
+    taps_w, wts_w, back_w = _box_plan(w, w_out, x.device)
+    out = torch.empty((n * ch, h, w), device=x.device)
+    planes = x.view(n * ch, h, w)
+    step = _ops.cpu_chunk(x, bytes_per_image=x[0].numel()) * ch  # planes per chunk, about 4x cpu_chunk
+    for a in range(0, n * ch, step):
+        rows = _box_rows(planes[a: a + step], taps_h, wts_h * 255.0)  # (P, h_out, w)
+        small_t = _box_rows(rows.transpose(1, 2).contiguous(), taps_w, wts_w)  # (P, w_out, h_out)
+        wide = small_t.clamp_(0.0, 255.0).div_(255.0).index_select(1, back_w).transpose(1, 2).contiguous()
+        torch.index_select(wide, 1, back_h, out=out[a: a + step])  # (P, h, w): whole-row copies
+    out = out.view(n, ch, h, w)
+    return out.to(images.dtype)
+
+
+pixelate.whole_batch = True  # type: ignore[attr-defined]  # chunks itself, into its output
 
 
 def _affine_grid(n: int, h: int, w: int, jitter: float, generator: _ops.Generator,

@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(tmp) / "images.npy"
         np.save(path, images)
         ref = Reference(args.ref_python, path)
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).to(args.device)
+        # our native layout: a contiguous (N, 3, H, W) float batch, as the data loader gives it
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).contiguous().to(args.device)
         rows = []
         try:
             for name in names:
