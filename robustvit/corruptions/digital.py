@@ -74,7 +74,8 @@ def _decoder():
 
 
 def _jpeg_round_trip(planes: np.ndarray, quality: int, decode) -> torch.Tensor:
-    """Encode one image given as 8-bit planes ``(3, H, W)`` with PIL, decode it with libjpeg."""
+    """Encode one image given as 8-bit planes ``(3, H, W)`` with PIL; decode it with libjpeg to a
+    ``(3, H, W)`` uint8 view of the decoded ``(H, W, 3)`` pixels."""
     from PIL import Image
 
     h, w = planes.shape[-2:]
@@ -94,7 +95,8 @@ def jpeg_compression(images: torch.Tensor, severity: int, *, preset: str = "imag
     subsampling, IJG quality tables), decoded by libjpeg through ``torchvision.io.decode_jpeg``.
 
     PIL encodes fast (libjpeg-turbo) while torchvision's encoder is several times slower on CPU;
-    torchvision's decoder gives the same pixels as PIL's, faster.
+    torchvision's decoder gives the same pixels as PIL's, faster. The codec calls release the GIL,
+    so with more than one torch thread they run on that many threads, one image each.
     """
     quality = int(params("jpeg_compression", severity, preset)["quality"])
     x = _ops.work(images)
@@ -106,9 +108,20 @@ def jpeg_compression(images: torch.Tensor, severity: int, *, preset: str = "imag
         planes[a: a + step] = chunk.cpu().numpy()
     out = torch.empty(tuple(x.shape), dtype=torch.float32)
     decode = _decoder()
-    for i in range(n):  # the codec is one C call per image; everything around it is batched
-        out[i].copy_(_jpeg_round_trip(planes[i], quality, decode))
-    return _ops.finish(out.mul_(1.0 / 255.0).to(x.device), images)
+
+    def one(i: int) -> None:  # the codec is one C call per image; everything around it is batched
+        out[i].copy_(_jpeg_round_trip(planes[i], quality, decode)).mul_(1.0 / 255.0)
+
+    workers = min(torch.get_num_threads(), n)
+    if workers > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(one, range(n)))
+    else:
+        for i in range(n):
+            one(i)
+    return _ops.finish(out.to(x.device), images)
 
 
 jpeg_compression.whole_batch = True  # type: ignore[attr-defined]  # per-image C calls; no cache gain in chunks
