@@ -78,6 +78,19 @@ def test_list_commands(capsys: pytest.CaptureFixture) -> None:
     assert "test_vit" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(("preset", "expected"), [(None, "1"), ("0", "0")])
+def test_cli_puts_big_tensors_on_huge_pages_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch, preset, expected,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    from robustvit.cli import THP_ENV
+
+    if preset is None:
+        monkeypatch.delenv(THP_ENV, raising=False)
+    else:
+        monkeypatch.setenv(THP_ENV, preset)
+    assert main(["list", "suites"]) == 0
+    assert os.environ[THP_ENV] == expected
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -114,7 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--corruptions", nargs="*", default=None)
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    ap.add_argument("--no-huge-pages", action="store_true", help="leave THP_MEM_ALLOC_ENABLE unset "
+                    "(the robustvit command sets it; see robustvit.cli.THP_ENV)")
     args = ap.parse_args(argv)
+    if not args.no_huge_pages:
+        os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before torch's first allocation, as the CLI does
 
     import torch
 
@@ -147,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             ref.close()
     bench = [r for r in rows if r["corruption"] in BENCHMARK]
     print(f"\nsize {args.size}, severity {args.severity}, ours: batch {args.batch} on {args.device}, "
-          f"torch threads {torch.get_num_threads()}; reference: imagecorruptions 1.1.2, one image at a time\n")
+          f"torch threads {torch.get_num_threads()}, THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', '')}; reference: imagecorruptions 1.1.2, one image at a time\n")
     print("| corruption | reference ms/img | ours ms/img | ratio |")
     print("|---|---:|---:|---:|")
     for r in rows:
