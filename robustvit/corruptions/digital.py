@@ -56,71 +56,66 @@ def saturate(images: torch.Tensor, severity: int, *, preset: str = "imagenet_c",
     return _ops.finish(torch.where(delta > 0, coloured, grey), images)
 
 
-def _decoder():
-    """torchvision's libjpeg decoder (faster than PIL's; deprecated in torchvision 0.29), else PIL's."""
+def _decode_all(data: list[bytes]) -> list[torch.Tensor]:
+    """Decode JPEG files to ``(3, H, W)`` uint8 tensors: torchvision's libjpeg decoder in one call for
+    the batch (it gives PIL's pixels, faster; deprecated in torchvision 0.29), else PIL image by image."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             from torchvision.io import ImageReadMode, decode_jpeg
+
+            return decode_jpeg([torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in data],
+                               mode=ImageReadMode.RGB)
     except ImportError:  # a torchvision without image decoding
-        return None
+        from PIL import Image
 
-    def decode(data: bytes) -> torch.Tensor:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        out = []
+        for d in data:
+            with Image.open(io.BytesIO(d)) as im:
+                out.append(torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1))
+        return out
 
-    return decode
 
-
-def _jpeg_round_trip(planes: np.ndarray, quality: int, decode) -> torch.Tensor:
-    """Encode one image given as 8-bit planes ``(3, H, W)`` with PIL; decode it with libjpeg to a
-    ``(3, H, W)`` uint8 view of the decoded ``(H, W, 3)`` pixels."""
+def _jpeg_encode(planes: np.ndarray, quality: int) -> bytes:
+    """One image given as 8-bit planes ``(3, H, W)``, encoded by PIL."""
     from PIL import Image
 
     h, w = planes.shape[-2:]
     image = Image.merge("RGB", [Image.frombuffer("L", (w, h), plane, "raw", "L", 0, 1) for plane in planes])
     buf = io.BytesIO()
     image.save(buf, format="JPEG", quality=quality)
-    if decode is not None:
-        return decode(buf.getbuffer())
-    buf.seek(0)
-    with Image.open(buf) as im:
-        return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
+    return buf.getvalue()
 
 
 def jpeg_compression(images: torch.Tensor, severity: int, *, preset: str = "imagenet_c",
                      generator: _ops.Generator = None) -> torch.Tensor:
     """Real JPEG: each 8-bit image encoded by PIL at the quality (PIL's defaults: 4:2:0 chroma
-    subsampling, IJG quality tables), decoded by libjpeg through ``torchvision.io.decode_jpeg``.
+    subsampling, IJG quality tables), the batch decoded by libjpeg through ``torchvision.io``.
 
-    PIL encodes fast (libjpeg-turbo) while torchvision's encoder is several times slower on CPU;
-    torchvision's decoder gives the same pixels as PIL's, faster. The codec calls release the GIL,
-    so with more than one torch thread they run on that many threads, one image each.
+    PIL encodes fast (libjpeg-turbo) while torchvision's encoder is several times slower on CPU.
+    The encoder releases the GIL, so images of 96 x 96 px and more are encoded on as many threads as
+    torch uses (on smaller ones the per-call overhead dominates and threads only contend).
     """
     quality = int(params("jpeg_compression", severity, preset)["quality"])
     x = _ops.work(images)
-    n = x.shape[0]
+    n, _, h, w = x.shape
     planes = np.empty(tuple(x.shape), dtype=np.uint8)
     step = _ops.cpu_chunk(x)
     for a in range(0, n, step):  # float -> 8 bits, rounding half up (via int16: a direct uint8 cast is slow)
         chunk = x[a: a + step].mul(255.0).add_(0.5).clamp_(0.0, 255.0).to(torch.int16)
         planes[a: a + step] = chunk.cpu().numpy()
-    out = torch.empty(tuple(x.shape), dtype=torch.float32)
-    decode = _decoder()
-
-    def one(i: int) -> None:  # the codec is one C call per image; everything around it is batched
-        out[i].copy_(_jpeg_round_trip(planes[i], quality, decode)).mul_(1.0 / 255.0)
-
-    workers = min(torch.get_num_threads(), n)
+    workers = min(torch.get_num_threads(), n) if h * w >= 96 * 96 else 1
     if workers > 1:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(one, range(n)))
+            data = list(pool.map(lambda p: _jpeg_encode(p, quality), planes))
     else:
-        for i in range(n):
-            one(i)
+        data = [_jpeg_encode(p, quality) for p in planes]  # one C call per image
+    decoded = _decode_all(data)  # (3, H, W) views of (H, W, 3) pixels
+    out = torch.empty(tuple(x.shape), dtype=torch.float32)
+    for a in range(0, n, step):
+        out[a: a + step].copy_(torch.stack(decoded[a: a + step])).mul_(1.0 / 255.0)
     return _ops.finish(out.to(x.device), images)
 
 
