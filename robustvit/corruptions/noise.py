@@ -15,6 +15,7 @@ from robustvit.corruptions import _ops
 from robustvit.corruptions.presets import params
 
 _GUIDE_MIN = 256  # guide-table cells per Poisson level: about four per support point (few increments)
+_STEPS = 3  # increments from the guide's candidate before a binary search of the (few) values left
 
 
 def _noise(x: torch.Tensor, generator: _ops.Generator, std: float) -> torch.Tensor:
@@ -76,7 +77,9 @@ def shot_noise(images: torch.Tensor, severity: int, *, preset: str = "imagenet_c
     """``clip(Poisson(x * c) / c)`` on the 8-bit image, as the reference (which takes uint8 input).
 
     Sampled exactly by inversion with per-level CDF tables and a guide table, which is several
-    times faster than ``torch.poisson`` on CPU.
+    times faster than ``torch.poisson`` on CPU: each value is the first support point whose CDF
+    exceeds its uniform draw, found by a few steps from its guide cell's first candidate, or, for
+    the few values in the first and last cells (which span a whole tail), by binary search.
     """
     c = float(params("shot_noise", severity, preset)["rate"])
     x = _ops.work(images)
@@ -85,11 +88,15 @@ def shot_noise(images: torch.Tensor, severity: int, *, preset: str = "imagenet_c
     u = _ops.uniform((level.numel(),), generator, x.device)
     cell = (u * cells).to(torch.int64).clamp_(max=cells - 1)
     k = guide.take(cell.add_(level * cells)).long()
-    base = level.mul_(size)
+    base = level * size
     active = torch.nonzero(cdf.take(base + k) <= u).squeeze(1)
-    while active.numel():  # a few values sit past their guide cell's first candidate
+    for _ in range(_STEPS):  # a few values sit past their guide cell's first candidate
+        if not active.numel():
+            break
         k[active] += 1
-        still = cdf.take(base[active] + k[active]) <= u[active]
-        active = active[still]
+        active = active[cdf.take(base[active] + k[active]) <= u[active]]
+    if active.numel():  # the tail cells span many support points: search the few left in their rows
+        rows = cdf.view(256, size).index_select(0, level[active])
+        k[active] = torch.searchsorted(rows, u[active].unsqueeze(1), right=True).squeeze(1)
     out = (k.to(torch.float32) / c).view_as(x)
     return _ops.finish(out, images)
