@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import os
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from robustvit.errors import UserError
 from robustvit.models.wrapper import ModelWrapper
 
 CACHE_ENV = "ROBUSTVIT_CACHE"
+SHARE_ENV = "ROBUSTVIT_SHARE_MB"
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -97,6 +98,53 @@ class FeatureCache:
             tmp.replace(self.folder / f"{key}.pt")  # atomic: never a half-written cache file
 
 
+class SharedInputs:
+    """Model inputs made once per run and reused by the run's other models (on the CPU), in a budget.
+
+    A corrupted batch depends on the clean batch, the corruption and its seed, not on the model. On
+    the CPU, where corrupting a batch can cost as much as a small model's forward pass, the first
+    model's batches are kept for the others, up to ``$ROBUSTVIT_SHARE_MB`` MiB (default 1024; 0 turns
+    sharing off) and each is dropped once every other model has used it; beyond the budget batches
+    are made again. A reused batch is checked against the clean batch's shape and checksum.
+    """
+
+    def __init__(self, budget_bytes: int = 0, users: int = 1) -> None:
+        self.budget = budget_bytes if users > 1 else 0
+        self.users = users
+        self.used = 0
+        self.hits = 0
+        self._entries: dict[tuple, tuple[tuple, torch.Tensor, int]] = {}
+
+    @classmethod
+    def for_run(cls, models: int) -> SharedInputs:
+        try:
+            mib = float(os.environ.get(SHARE_ENV, "1024"))
+        except ValueError:
+            raise UserError(f"{SHARE_ENV} must be a number of MiB, got {os.environ[SHARE_ENV]!r}") from None
+        return cls(int(mib * (1 << 20)), models)
+
+    def get(self, key: tuple, clean: torch.Tensor, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``make()``, or the tensor it gave for the same key and clean batch earlier in the run."""
+        if self.budget <= 0 or clean.device.type != "cpu":
+            return make()
+        check = (tuple(clean.shape), float(clean.sum()))
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] == check:
+            self.hits += 1
+            if entry[2] + 1 >= self.users - 1:  # every other model has had it
+                del self._entries[key]
+                self.used -= entry[1].numel() * entry[1].element_size()
+            else:
+                self._entries[key] = (check, entry[1], entry[2] + 1)
+            return entry[1]
+        out = make()
+        size = out.numel() * out.element_size()
+        if self.used + size <= self.budget:
+            self._entries[key] = (check, out, 0)
+            self.used += size
+        return out
+
+
 class SuiteContext:
     """Everything a suite may use; see :mod:`robustvit.suites.base` for the contract."""
 
@@ -115,6 +163,7 @@ class SuiteContext:
         store: Any = None,
         key: Mapping[str, Any] | None = None,
         feature_cache: FeatureCache | None = None,
+        shared: SharedInputs | None = None,
         show_progress: bool = True,
     ) -> None:
         if amp is not None and amp not in AMP_DTYPES:
@@ -130,6 +179,7 @@ class SuiteContext:
         self.store = store
         self.key = dict(key or {})
         self.feature_cache = feature_cache or FeatureCache(disk=False)
+        self.shared = shared or SharedInputs()
         self.show_progress = show_progress
         self.skipped = 0
         self._sources: dict[tuple[str, str], Source] = {}

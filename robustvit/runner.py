@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from robustvit.config import ModelConfig, RunConfig
-from robustvit.context import FeatureCache, SuiteContext
+from robustvit.context import FeatureCache, SharedInputs, SuiteContext
 from robustvit.data.catalog import spec_label
 from robustvit.errors import UserError
 from robustvit.models import ModelWrapper, load_model
@@ -101,6 +101,7 @@ def execute(cfg: RunConfig, store: Store, *, force: bool = False, on_event: Call
     emit = on_event or (lambda _e: None)
     device = resolve_device(cfg.device)
     cache = feature_cache or FeatureCache()
+    shared = SharedInputs.for_run(len(cfg.models))
     start = time.perf_counter()
     summary = RunSummary(run_id=None)
 
@@ -126,7 +127,7 @@ def execute(cfg: RunConfig, store: Store, *, force: bool = False, on_event: Call
             summary.keys.append(key)
             ctx = SuiteContext(model=model, suite=suite.name, dataset=data, device=device, batch_size=batch_size,
                                seed=cfg.seed, limit=limit, amp=cfg.amp, workers=cfg.workers, store=store, key=key,
-                               feature_cache=cache, show_progress=show_progress)
+                               feature_cache=cache, shared=shared, show_progress=show_progress)
             done = store.done_cells(key)
             cells = suite.cells()
             todo = list(cells) if force else [c for c in cells if c not in done]

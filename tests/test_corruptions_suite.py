@@ -79,6 +79,49 @@ def test_stored_model_as_baseline(store_path: Path) -> None:
     assert _latest(vit, "", "mean_error") == pytest.approx(np.mean([_latest(vit, c, "error") for c in ("contrast", "fog")]))
 
 
+def test_models_of_a_run_share_corrupted_batches_with_the_same_numbers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sharing (the default) and making every batch again (budget 0) store the same errors; with
+    sharing the second model reads the first model's batches (counted by a spy on ``corrupt``)."""
+    import robustvit.corruptions as corruptions
+
+    calls: list[str] = []
+    real = corruptions.corrupt
+    monkeypatch.setattr(corruptions, "corrupt", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    opts = {"preset": "cifar10_c", "corruptions": ["gaussian_noise", "snow", "jpeg_compression"], "severities": [2, 5]}
+    errors, counts = {}, {}
+    for budget in ("0", "1024"):
+        monkeypatch.setenv("ROBUSTVIT_SHARE_MB", budget)
+        calls.clear()
+        with Store(tmp_path / f"{budget}.sqlite") as store:
+            _run(store, ["zoo_resnet", "zoo_vit"], opts, limit=96)  # two batches of 48 per cell
+            df = store.records(suite="corruption")
+        rows = df[df.metric == "error"][["model", "cell", "value"]].itertuples(index=False)
+        errors[budget] = {(m, c): v for m, c, v in rows}
+        counts[budget] = len(calls)
+    assert counts == {"0": 2 * 6 * 2, "1024": 6 * 2}  # models x cells x batches
+    assert len(errors["0"]) == 2 * (1 + 6 + 3) and errors["0"] == errors["1024"]  # clean, cells, corruptions
+
+
+def test_shared_inputs_budget_checksum_and_release() -> None:
+    from robustvit.context import SharedInputs
+
+    x = torch.rand(4, 3, 32, 32)
+    made = []
+
+    def make(v: float):
+        return lambda: made.append(v) or torch.full((4, 3, 32, 32), v)
+
+    s = SharedInputs(budget_bytes=x.numel() * 4, users=3)  # room for one batch, three models
+    assert s.get("a", x, make(1.0)).max() == 1.0 and s.get("b", x, make(2.0)).max() == 2.0  # b over budget
+    assert s.get("a", x, make(9.0)).max() == 1.0 and s.get("b", x, make(3.0)).max() == 3.0
+    assert s.get("a", x * 0.5, make(4.0)).max() == 4.0, "another clean batch under the same key is made anew"
+    assert made == [1.0, 2.0, 3.0, 4.0] and s.hits == 1
+    s.get("a", x, make(5.0))  # the third model: the entry is released after it
+    assert s.used == 0 and not s._entries
+    assert SharedInputs(1 << 30, users=1).budget == 0, "one model: nothing to share"
+
+
 def test_cifar10_c_preset_has_no_alexnet_normalisation(store_path: Path) -> None:
     with Store(store_path) as store:
         _run(store, ["zoo_resnet"], {"preset": "cifar10_c", "corruptions": ["gaussian_noise"], "severities": [5]},

@@ -32,7 +32,9 @@ Options:
 
 In ``generate`` mode the clean images are read once and every requested cell is computed on each
 batch; the images of batch ``b`` for cell ``(c, s)`` come from ``ctx.generator(c, s, b)``, so an
-interrupted run resumes (from its saved progress) with the same numbers.
+interrupted run resumes (from its saved progress) with the same numbers. With several models in a
+run on the CPU, each corrupted batch is made once and reused by the other models that read the
+same batches (:class:`robustvit.context.SharedInputs`, within ``$ROBUSTVIT_SHARE_MB``).
 """
 
 from __future__ import annotations
@@ -41,11 +43,13 @@ import json
 import math
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from robustvit.data.catalog import spec_label
 from robustvit.errors import UserError
 from robustvit.records import CellResult
 from robustvit.suites.base import Suite
@@ -157,13 +161,17 @@ class CorruptionSuite(Suite):
         last_save = time.monotonic()
         preset = self.opts["preset"]
         total = ctx.num_examples()
+        # what a batch's pixels depend on besides the corruption (checked by checksum on reuse too)
+        data = json.dumps([self.name, self.opts, spec_label(ctx.dataset), ctx.limit, ctx.seed, ctx.batch_size,
+                           ctx.model.data_config], sort_keys=True, default=str)
         for b, (x, y) in enumerate(ctx.progress(ctx.loader(), f"corruption {len(pairs)} cells", total,
                                                 unit_scale=ctx.batch_size)):
             if b < start:
                 continue
             for i, (_, name, sev) in enumerate(pairs):
                 extra = {"frost_dir": self.opts["frost_dir"]} if name == "frost" and self.opts["frost_dir"] else {}
-                xc = corrupt(x, name, sev, preset=preset, generator=ctx.generator(name, sev, b), **extra)
+                make = partial(corrupt, x, name, sev, preset=preset, generator=ctx.generator(name, sev, b), **extra)
+                xc = ctx.shared.get((data, name, sev, b), x, make)
                 correct[i] += self._predict_correct(ctx, xc, y)
             n += len(y)
             if time.monotonic() - last_save > _SAVE_EVERY_S:
