@@ -110,7 +110,9 @@ def execute(cfg: RunConfig, store: Store, *, force: bool = False, on_event: Call
             summary.run_id = store.start_run(cfg.as_dict(), package_versions(), str(device), cfg.seed, git_commit())
         store.write_cell(summary.run_id, key, result)
 
-    for mcfg in cfg.models:
+    # models whose results a suite's aggregates read (e.g. a corruption baseline) go first
+    needed = {name for scfg in cfg.suites for name in scfg.suite.needs_models()}
+    for mcfg in sorted(cfg.models, key=lambda m: m.label not in needed):
         t0 = time.perf_counter()
         model = build_model(mcfg)
         emit(Event("model", model.name, detail=f"{model.family}, {model.params:,} params, sha {model.sha}",

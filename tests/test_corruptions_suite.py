@@ -65,8 +65,9 @@ def _run(store: Store, models: list[str], options: dict, limit: int = 48, data="
 def test_stored_model_as_baseline(store_path: Path) -> None:
     opts = {"preset": "cifar10_c", "corruptions": ["contrast", "fog"], "severities": [4, 5], "baseline": "zoo_resnet"}
     with Store(store_path) as store:
-        _run(store, ["zoo_resnet", "zoo_vit"], opts)
+        _run(store, ["zoo_vit", "zoo_resnet"], opts)  # the baseline listed second is evaluated first
         df = store.records(suite="corruption")
+        assert list(dict.fromkeys(df.model)) == ["zoo_resnet", "zoo_vit"]
     base, vit = df[df.model == "zoo_resnet"], df[df.model == "zoo_vit"]
     for c in ("contrast", "fog"):
         eb = [_latest(base, f"{c}/{s}", "error") for s in (4, 5)]

@@ -59,3 +59,8 @@ class Suite:
     def config(self) -> dict[str, Any]:
         """The options that define the numbers (part of the cache key)."""
         return dict(self.opts)
+
+    def needs_models(self) -> list[str]:
+        """Models (by name) whose stored results :meth:`aggregate` reads; the runner evaluates the
+        ones in the same run first. None by default."""
+        return []

@@ -26,8 +26,8 @@ Options:
 * ``classes``: class list of ImageNet-C folders (default: ``imagenet_1k`` for 1000-class models,
   else the sorted folder names).
 * ``baseline``: ``auto`` (AlexNet for ImageNet-C, none for CIFAR-10-C), ``alexnet``, ``none``, or the
-  name of a stored model evaluated with the same suite options, whose errors normalise CE (list it
-  first among the models; otherwise CE appears when the run is repeated).
+  name of a stored model evaluated with the same suite options, whose errors normalise CE (when it
+  is one of the run's models, the runner evaluates it first).
 * ``frost_dir``: folder of the frost textures (default: the installed ``imagecorruptions`` data files).
 
 In ``generate`` mode the clean images are read once and every requested cell is computed on each
@@ -120,6 +120,9 @@ class CorruptionSuite(Suite):
     def config(self) -> dict[str, Any]:
         """The options that define the numbers: where the frost textures are read from does not."""
         return {k: v for k, v in self.opts.items() if k != "frost_dir"}
+
+    def needs_models(self) -> list[str]:
+        return [] if self.baseline in ("alexnet", "none") else [self.baseline]
 
     def cells(self) -> list[str]:
         return [CLEAN] + [f"{c}/{s}" for c in self.corruptions for s in self.severities]
