@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 
 SOURCES = ("generate", "imagenet_c_disk", "cifar10_c_disk")
 CLEAN = "clean"
-_SAVE_EVERY_S = 30.0
+_SAVE_EVERY_S = 1.0  # progress of the generate mode is saved after a batch at most this often
 
 
 class CorruptionSuite(Suite):
