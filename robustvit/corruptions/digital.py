@@ -188,7 +188,7 @@ def pixelate(images: torch.Tensor, severity: int, *, preset: str = "imagenet_c",
     taps_w, wts_w, back_w = _box_plan(w, w_out, x.device)
     out = torch.empty((n * ch, h, w), device=x.device)
     planes = x.view(n * ch, h, w)
-    step = _ops.cpu_chunk(x, bytes_per_image=x[0].numel()) * ch  # planes per chunk, about 4x cpu_chunk
+    step = _ops.cpu_chunk(x, bytes_per_image=x[0].numel() * 2) * ch  # planes per chunk (fastest: 2-4 images)
     for a in range(0, n * ch, step):
         rows = _box_rows(planes[a: a + step], taps_h, wts_h * 255.0)  # (P, h_out, w)
         small_t = _box_rows(rows.transpose(1, 2).contiguous(), taps_w, wts_w)  # (P, w_out, h_out)
