@@ -115,8 +115,10 @@ def jpeg_compression(images: torch.Tensor, severity: int, *, preset: str = "imag
     decoded = _decode_all(data)  # (3, H, W) views of (H, W, 3) pixels
     out = torch.empty(tuple(x.shape), dtype=torch.float32)
     for a in range(0, n, step):
-        out[a: a + step].copy_(torch.stack(decoded[a: a + step])).mul_(1.0 / 255.0)
-    return _ops.finish(out.to(x.device), images)
+        for i in range(a, min(a + step, n)):
+            out[i].copy_(decoded[i])  # de-interleave and widen in one copy
+        out[a: a + step].mul_(1.0 / 255.0)
+    return out.to(device=x.device, dtype=images.dtype)  # k / 255 is in [0, 1]: nothing to clip
 
 
 jpeg_compression.whole_batch = True  # type: ignore[attr-defined]  # per-image C calls; no cache gain in chunks
