@@ -4,14 +4,13 @@ same numbers as a run that was never interrupted, continued from the saved batch
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import time
+import sys
 from pathlib import Path
 
 import pytest
-from test_adversarial_resume import _env, _query
+from resume_helpers import batches_done, cli_env, kill_after_progress, query
 
 BATCHES = 8
 NAMES = ["gaussian_noise", "shot_noise", "glass_blur", "snow", "frost", "elastic_transform", "jpeg_compression"]
@@ -19,41 +18,27 @@ FIRST = "gaussian_noise/1"  # the cells of one pass over the data keep their pro
 
 
 def _command(store: Path) -> list[str]:
-    import sys
-
     return [sys.executable, "-m", "robustvit", "eval", "--model", "zoo_resnet", "--suite", "corruption",
             "--data", "digits", "--limit", str(8 * BATCHES), "--batch-size", "8", "--device", "cpu",
             "--store", str(store), "--quiet", "-o", "preset=cifar10_c", "-o", f"corruptions={json.dumps(NAMES)}"]
 
 
 def _errors(store: Path) -> dict[str, float]:
-    return dict(_query(store, "SELECT cell, value FROM records WHERE metric = 'error' AND cell LIKE '%/%'"))
-
-
-def _batches_done(store: Path) -> int:
-    rows = _query(store, f"SELECT state FROM partial WHERE cell = '{FIRST}'")
-    return json.loads(bytes(rows[0][0]))["batches"] if rows else 0
+    return dict(query(store, "SELECT cell, value FROM records WHERE metric = 'error' AND cell LIKE '%/%'"))
 
 
 @pytest.mark.slow
 def test_kill_mid_corruption_pass_and_resume(tmp_path: Path) -> None:
-    env = _env(tmp_path)
+    env = cli_env(tmp_path)
     whole = tmp_path / "whole.sqlite"
     subprocess.run(_command(whole), env=env, check=True, capture_output=True, timeout=600)
     expected = _errors(whole)
     assert len(expected) == len(NAMES) * 5
 
     resumed = tmp_path / "resumed.sqlite"
-    proc = subprocess.Popen(_command(resumed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 600
-        while _batches_done(resumed) < 1 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)  # uncatchable, in the middle of the pass
-    finally:
-        proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
-    done = _batches_done(resumed)
+    returncode = kill_after_progress(_command(resumed), env, resumed, FIRST)  # in the middle of the pass
+    assert returncode == -signal.SIGKILL
+    done = batches_done(resumed, FIRST)
     assert 1 <= done < BATCHES, "the kill should land inside the pass"
     assert _errors(resumed) == {}, "no corruption cell is written before the pass ends"
 
