@@ -180,11 +180,12 @@ def pixelate(images: torch.Tensor, severity: int, *, preset: str = "imagenet_c",
     h_out, w_out = int(h * c), int(w * c)
     taps_h, wts_h, back_h = _box_plan(h, h_out, x.device)
     taps_w, wts_w, back_w = _box_plan(w, w_out, x.device)
+    wts_h = wts_h * 255.0  # the row pass reads [0, 1] and writes 8-bit values
     out = torch.empty((n * ch, h, w), device=x.device)
     planes = x.view(n * ch, h, w)
     step = _ops.cpu_chunk(x, bytes_per_image=x[0].numel() * 2) * ch  # planes per chunk (fastest: 2-4 images)
     for a in range(0, n * ch, step):
-        rows = _box_rows(planes[a: a + step], taps_h, wts_h * 255.0)  # (P, h_out, w)
+        rows = _box_rows(planes[a: a + step], taps_h, wts_h)  # (P, h_out, w)
         small_t = _box_rows(rows.transpose(1, 2).contiguous(), taps_w, wts_w)  # (P, w_out, h_out)
         wide = small_t.clamp_(0.0, 255.0).div_(255.0).index_select(1, back_w).transpose(1, 2).contiguous()
         torch.index_select(wide, 1, back_h, out=out[a: a + step])  # (P, h, w): whole-row copies
