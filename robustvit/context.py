@@ -231,6 +231,13 @@ class SuiteContext:
                 raise UserError(text.rsplit("UserError:", 1)[1].strip()) from None
             raise
 
+    def image_index(self, n: int, spec: str | Mapping[str, Any] | None = None, split: str = "test") -> list[int]:
+        """Dataset positions of the ``n`` images a pass over ``spec`` yielded (the pool index of outcomes);
+        positions 0..n-1 when unreadable images were skipped (the same ones for every model)."""
+        limit = self.limit if spec is None and split == "test" else None
+        index = subset_indices(len(self.source(spec, split)), limit, self.seed)
+        return index if len(index) == n else list(range(n))
+
     def num_examples(self, spec: str | Mapping[str, Any] | None = None, split: str = "test") -> int:
         limit = self.limit if spec is None and split == "test" else None
         return len(subset_indices(len(self.source(spec, split)), limit, self.seed))
@@ -297,9 +304,3 @@ class SuiteContext:
         """Save partial state of a long cell (deleted when the cell is written)."""
         if self.store is not None:
             self.store.put_partial(self.key, cell, state)
-
-    def records(self, **filters: Any):
-        """Read-only view of stored records (pandas DataFrame), e.g. for baselines."""
-        if self.store is None:
-            raise UserError("no results store is open")
-        return self.store.records(**filters)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -24,7 +25,11 @@ from robustvit.context import FeatureCache, SharedInputs, SuiteContext
 from robustvit.data.catalog import spec_label
 from robustvit.errors import UserError
 from robustvit.models import ModelWrapper, load_model
+from robustvit.results.bootstrap import Resampler, cell_intervals
 from robustvit.store import Store
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 VERSIONED_PACKAGES = ("robustvit", "torch", "torchvision", "timm", "torchattacks", "foolbox", "scikit-learn",
                       "numpy", "pandas")
@@ -89,6 +94,45 @@ def config_key(suite_kind: str, suite_version: str, options: dict, dataset: str,
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def protocol_spec(suite_kind: str, suite_version: str, options: dict, dataset: str, fingerprint: str,
+                  limit: int | None, seed: int) -> dict:
+    """What makes two numbers comparable: the suite kind and version, the options that define its numbers,
+    the dataset (spec and content fingerprint) and the image subset (limit and seed). Batch size,
+    device, workers and autocast are how a run is executed, not what it measures."""
+    return {"kind": suite_kind, "version": suite_version, "options": options, "dataset": dataset,
+            "fingerprint": fingerprint, "limit": limit, "seed": seed}
+
+
+def protocol_id(spec: dict) -> str:
+    """``<kind>-<10 hex>``: the protocol's identity in records."""
+    text = json.dumps(spec, sort_keys=True, default=str)
+    return f"{spec['kind']}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+
+
+def _baseline_records(store: Store, key: dict, model: str) -> pd.DataFrame | None:
+    """A baseline model's stored records of this suite: same protocol, else same config, else same dataset."""
+    for filters in ({"protocol": key["protocol"]}, {"config_key": key["config_key"]}, {"dataset": key["dataset"]}):
+        rows = store.records(model=model, suite=key["suite"], **filters)
+        if not rows.empty:
+            return rows
+    return None
+
+
+class _CellOutcomes(dict):
+    """Outcomes of a model's stored cells of one suite, read from the store on first use (a lookup)."""
+
+    def __init__(self, store: Store, key: dict) -> None:
+        super().__init__()
+        self.store, self.key = store, key
+
+    def __missing__(self, cell: str):
+        self[cell] = self.store.outcomes(self.key, cell)
+        return self[cell]
+
+    def get(self, cell: str, default=None):  # type: ignore[override]
+        return self[cell] if self[cell] is not None else default
+
+
 def build_model(m: ModelConfig) -> ModelWrapper:
     return load_model(m.spec, checkpoint=m.checkpoint, family=m.family, pretrained=m.pretrained,
                       unsafe_pickle=m.unsafe_pickle, name=m.label, num_classes=m.num_classes,
@@ -102,10 +146,16 @@ def execute(cfg: RunConfig, store: Store, *, force: bool = False, on_event: Call
     device = resolve_device(cfg.device)
     cache = feature_cache or FeatureCache()
     shared = SharedInputs.for_run(len(cfg.models))
+    resampler = Resampler()
     start = time.perf_counter()
     summary = RunSummary(run_id=None)
 
-    def write(key: dict, result) -> None:  # the manifest is written with the first stored cell
+    def write(key: dict, result, outcomes: _CellOutcomes) -> None:
+        """Intervals from the cell's outcomes, then the cell (the manifest goes with the first one)."""
+        if result.outcomes:
+            outcomes[result.cell] = result.outcomes
+        result.with_intervals(cell_intervals([m.metric for m in result.metrics], result.outcomes, resampler,
+                                             outcomes.get))
         if summary.run_id is None:
             summary.run_id = store.start_run(cfg.as_dict(), package_versions(), str(device), cfg.seed, git_commit())
         store.write_cell(summary.run_id, key, result)
@@ -126,10 +176,15 @@ def execute(cfg: RunConfig, store: Store, *, force: bool = False, on_event: Call
                    "suite": scfg.name, "kind": suite.kind, "suite_version": suite.version, "dataset": spec_label(data),
                    "config_key": config_key(suite.kind, suite.version, suite.config(), spec_label(data), limit,
                                             cfg.seed, batch_size, cfg.amp)}
-            summary.keys.append(key)
             ctx = SuiteContext(model=model, suite=suite.name, dataset=data, device=device, batch_size=batch_size,
                                seed=cfg.seed, limit=limit, amp=cfg.amp, workers=cfg.workers, store=store, key=key,
                                feature_cache=cache, shared=shared, show_progress=show_progress)
+            key["protocol_spec"] = protocol_spec(suite.kind, suite.version, suite.config(), spec_label(data),
+                                                 ctx.source().fingerprint, limit, cfg.seed)
+            key["protocol"] = protocol_id(key["protocol_spec"])
+            ctx.key = dict(key)
+            summary.keys.append(key)
+            outcomes = _CellOutcomes(store, key)
             done = store.done_cells(key)
             cells = suite.cells()
             todo = list(cells) if force else [c for c in cells if c not in done]
@@ -137,7 +192,7 @@ def execute(cfg: RunConfig, store: Store, *, force: bool = False, on_event: Call
             emit(Event("plan", model.name, suite.name, detail=f"{len(todo)} to compute, {len(cells) - len(todo)} stored"))
             t0 = suite_start = time.perf_counter()
             for result in suite.run(ctx, todo) if todo else ():
-                write(key, result)
+                write(key, result, outcomes)
                 summary.computed += 1
                 emit(Event("cell", model.name, suite.name, result.cell, seconds=time.perf_counter() - t0))
                 t0 = time.perf_counter()
@@ -146,10 +201,11 @@ def execute(cfg: RunConfig, store: Store, *, force: bool = False, on_event: Call
                            seconds=time.perf_counter() - suite_start))
             if ctx.skipped:
                 emit(Event("skipped", model.name, suite.name, detail=f"{ctx.skipped} unreadable images skipped"))
-            aggregates = suite.aggregate(store.cell_records(key), ctx)
+            baseline = {name: _baseline_records(store, key, name) for name in suite.needs_models()}
+            aggregates = suite.aggregate(store.cell_records(key), outcomes, baseline)
             for result in aggregates:
                 if todo or result.cell not in done:
-                    write(key, result)
+                    write(key, result, outcomes)
                     emit(Event("aggregate", model.name, suite.name, result.cell))
     summary.seconds = time.perf_counter() - start
     return summary

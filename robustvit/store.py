@@ -1,8 +1,10 @@
-"""The results store: records and run manifests in one SQLite file.
+"""The results store: records, per-image outcomes, protocols and run manifests in one SQLite file.
 
-This is the only module that writes results. Each finished cell is written in one transaction,
-so an interrupted run never leaves a half-written cell; a resumed run asks :meth:`Store.done_cells`
-which cells to skip. Long cells may keep resumable partial state (``partial`` table) keyed by
+This is the only module that writes results. Each finished cell (its records and its per-image
+outcomes blob) is written in one transaction, so an interrupted run never leaves a half-written
+cell; a resumed run asks :meth:`Store.done_cells` which cells to skip. A store written by an older
+version opens as it is: missing columns are added (``protocol``, ``ci_low``, ``ci_high``; NULL for
+old rows, or read as NULL when the file is read-only) and the new tables are created. Long cells may keep resumable partial state (``partial`` table) keyed by
 cell and batch; it is deleted when the cell is written.
 
 Default path: ``./robustvit-results.sqlite`` in the working directory; the environment variable
@@ -15,7 +17,7 @@ import json
 import os
 import sqlite3
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,8 +28,13 @@ from robustvit.records import RECORD_COLUMNS, CellResult
 if TYPE_CHECKING:
     import pandas as pd
 
+    from robustvit.results.outcomes import Outcomes
+
 DEFAULT_STORE = "robustvit-results.sqlite"
 STORE_ENV = "ROBUSTVIT_STORE"
+
+#: columns added after the first release: (name, SQL type); old stores gain them on open
+_ADDED_COLUMNS = (("protocol", "TEXT"), ("ci_low", "REAL"), ("ci_high", "REAL"))
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -37,6 +44,14 @@ CREATE TABLE IF NOT EXISTS records (
     value REAL, n INTEGER NOT NULL, higher_is_better INTEGER NOT NULL, created_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS records_cache ON records (model_sha, suite, suite_version, config_key, cell);
+CREATE TABLE IF NOT EXISTS outcomes (
+    model_sha TEXT NOT NULL, suite TEXT NOT NULL, suite_version TEXT NOT NULL, config_key TEXT NOT NULL,
+    cell TEXT NOT NULL, protocol TEXT, data BLOB NOT NULL,
+    PRIMARY KEY (model_sha, suite, suite_version, config_key, cell)
+);
+CREATE TABLE IF NOT EXISTS protocols (
+    protocol TEXT PRIMARY KEY, kind TEXT NOT NULL, spec TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, created_at TEXT NOT NULL, config TEXT NOT NULL, versions TEXT NOT NULL,
     device TEXT NOT NULL, seed INTEGER NOT NULL, git_commit TEXT
@@ -76,8 +91,27 @@ class Store:
             if not readonly:
                 self._conn.executescript(_SCHEMA)
             self._conn.execute("SELECT count(*) FROM records").fetchone()
+            self._columns = self._migrate()
         except sqlite3.DatabaseError as exc:
             raise UserError(f"{str(self.path)!r} is not a robustvit results store: {exc}") from exc
+
+    def _migrate(self) -> set[str]:
+        """Add the columns and tables an older store lacks; the columns present afterwards."""
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(records)")}
+        try:
+            with self._conn:
+                for name, sql_type in _ADDED_COLUMNS:
+                    if name not in columns:
+                        self._conn.execute(f"ALTER TABLE records ADD COLUMN {name} {sql_type}")
+                        columns.add(name)
+                if not {"outcomes", "protocols"} <= self._tables():
+                    self._conn.executescript(_SCHEMA)
+        except sqlite3.OperationalError:  # a read-only file: read what is there
+            pass
+        return columns
+
+    def _tables(self) -> set[str]:
+        return {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
     def close(self) -> None:
         self._conn.close()
@@ -116,21 +150,35 @@ class Store:
         """Write all metrics of a finished cell in one transaction (and drop its partial state).
 
         ``key`` holds the record columns that do not vary within a cell: model, model_sha, family,
-        params, suite, kind (defaults to suite), suite_version, config_key, dataset.
+        params, suite, kind (defaults to suite), suite_version, config_key, dataset, protocol, and
+        optionally ``protocol_spec`` (the protocol's description, a JSON-able dict). The cell's
+        outcomes (``result.outcomes``), if any, are written in the same transaction.
         """
+        from robustvit.results.outcomes import encode
+
         created = now_iso()
+        kind = key.get("kind") or key["suite"]
+        protocol = key.get("protocol")
         rows = [
-            (run_id, key["model"], key["model_sha"], key["family"], int(key["params"]), key["suite"],
-             key.get("kind") or key["suite"], key["suite_version"], key["config_key"], key["dataset"], result.cell, m.metric, m.value,
-             m.n, int(m.higher_is_better), created)
+            (run_id, key["model"], key["model_sha"], key["family"], int(key["params"]), key["suite"], kind,
+             key["suite_version"], key["config_key"], protocol, key["dataset"], result.cell, m.metric, m.value,
+             m.ci_low, m.ci_high, m.n, int(m.higher_is_better), created)
             for m in result.metrics
         ]
+        where = (key["model_sha"], key["suite"], key["suite_version"], key["config_key"], result.cell)
         with self._conn:  # one transaction: the whole cell or nothing
             self._conn.execute(
-                "DELETE FROM records WHERE model_sha=? AND suite=? AND suite_version=? AND config_key=? AND cell=?",
-                (key["model_sha"], key["suite"], key["suite_version"], key["config_key"], result.cell),
-            )
-            self._conn.executemany(f"INSERT INTO records VALUES ({', '.join('?' * len(RECORD_COLUMNS))})", rows)
+                "DELETE FROM records WHERE model_sha=? AND suite=? AND suite_version=? AND config_key=? AND cell=?", where)
+            self._conn.executemany(
+                f"INSERT INTO records ({', '.join(RECORD_COLUMNS)}) VALUES ({', '.join('?' * len(RECORD_COLUMNS))})", rows)
+            self._conn.execute(
+                "DELETE FROM outcomes WHERE model_sha=? AND suite=? AND suite_version=? AND config_key=? AND cell=?", where)
+            if result.outcomes:
+                self._conn.execute("INSERT INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                   (*where, protocol, sqlite3.Binary(encode(result.outcomes))))
+            if protocol and key.get("protocol_spec") is not None:
+                self._conn.execute("INSERT OR IGNORE INTO protocols VALUES (?, ?, ?)",
+                                   (protocol, kind, json.dumps(key["protocol_spec"], sort_keys=True, default=str)))
             self._conn.execute(
                 "DELETE FROM partial WHERE cache_key=? AND cell=?", (self.cache_key(key), result.cell)
             )
@@ -161,11 +209,46 @@ class Store:
             values = [value] if isinstance(value, str) else list(value)
             where.append(f"{column} IN ({', '.join('?' * len(values))})")
             args.extend(values)
-        sql = "SELECT * FROM records" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY rowid"
+        select = ", ".join(c if c in self._columns else f"NULL AS {c}" for c in RECORD_COLUMNS)
+        sql = f"SELECT {select} FROM records" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY rowid"
         df = pd.read_sql_query(sql, self._conn, params=args)
         df["higher_is_better"] = df["higher_is_better"].astype(bool)
-        df["value"] = df["value"].astype(float)
+        for column in ("value", "ci_low", "ci_high"):
+            df[column] = df[column].astype(float)
+        legacy = df["protocol"].isna()
+        if legacy.any():  # rows of an older version: one protocol per (kind, version, config key)
+            df["protocol"] = df["protocol"].astype(object)
+            df.loc[legacy, "protocol"] = ("legacy-" + df.loc[legacy, "kind"].astype(str) + "-"
+                                          + df.loc[legacy, "config_key"].astype(str))
         return df
+
+    # -- per-image outcomes and protocols --------------------------------------------------------
+    def outcomes(self, key: Mapping[str, Any], cell: str) -> Outcomes | None:
+        """The per-image outcomes of one stored cell (None when it has none)."""
+        from robustvit.results.outcomes import decode
+
+        if "outcomes" not in self._tables():
+            return None
+        row = self._conn.execute(
+            "SELECT data FROM outcomes WHERE model_sha=? AND suite=? AND suite_version=? AND config_key=? AND cell=?",
+            (key["model_sha"], key["suite"], key["suite_version"], key["config_key"], cell)).fetchone()
+        return None if row is None else decode(row[0])
+
+    def outcome_blobs(self, keys: Iterable[tuple[str, str, str, str]]) -> Iterator[tuple[tuple[str, ...], str, bytes]]:
+        """``((model_sha, suite, suite_version, config_key), cell, blob)`` of every stored cell of these keys."""
+        if "outcomes" not in self._tables():
+            return
+        for key in dict.fromkeys(keys):
+            cur = self._conn.execute(
+                "SELECT cell, data FROM outcomes WHERE model_sha=? AND suite=? AND suite_version=? AND config_key=?", key)
+            for cell, data in cur:
+                yield key, cell, data
+
+    def protocols(self) -> dict[str, dict[str, Any]]:
+        """Protocol id -> its description (kind, version, options, dataset, fingerprint, limit, seed)."""
+        if "protocols" not in self._tables():
+            return {}
+        return {p: json.loads(spec) for p, spec in self._conn.execute("SELECT protocol, spec FROM protocols")}
 
     # -- partial state of long cells ---------------------------------------------------------------
     @staticmethod

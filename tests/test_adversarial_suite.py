@@ -14,7 +14,7 @@ from robustvit.errors import UserError
 from robustvit.models import load_model
 from robustvit.registries import SUITES
 from robustvit.store import Store
-from robustvit.suites.adversarial import AdversarialSuite, _seed
+from robustvit.suites.adversarial import AdversarialSuite, _bits, _seed
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -138,7 +138,8 @@ def test_resumes_from_saved_partial_state(resnet, tmp_path) -> None:
     # a state "after 2 batches" with made-up counts: the run must continue from it, not redo them
     fresh = Store(tmp_path / "t.sqlite")
     ctx2 = _ctx(resnet, fresh)
-    marked = {"v": 1, "batches": 2, "n": 16, "clean": 16, "robust": {"8/255": 16}, "norms": [], "extra": {}}
+    marked = {"v": 2, "batches": 2, "n": 16, "clean": 16, "robust": {"8/255": 16}, "norms": [], "extra": {},
+              "correct": _bits([True] * 16), "robust_points": {"8/255": _bits([True] * 16)}, "point_extra": {}}
     fresh.put_partial(ctx2.key, "pgd-linf/eps=8/255", json.dumps(marked).encode())
     (res,) = suite.run(ctx2, ["pgd-linf/eps=8/255"])
     values = {m.metric: (m.value, m.n) for m in res.metrics}

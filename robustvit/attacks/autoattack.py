@@ -37,7 +37,7 @@ class Cascade(Attack):
     """Members run in order, each on the points all earlier members failed on (per-point worst case).
 
     After each member its images are projected onto the threat model and re-predicted; ``run`` reports
-    ``robust_after_<member>`` counts. Every member gets the same seed, as in the original AutoAttack.
+    ``robust_after_<member>`` counts and, per point, ``point:robust_after_<member>`` booleans. Every member gets the same seed, as in the original AutoAttack.
 
     Args:
         members: Member name -> attack adapter, in order; all with the same threat model.
@@ -77,6 +77,7 @@ class Cascade(Attack):
                 adv[idx[fooled]] = out[fooled]
                 robust[idx[fooled]] = False
             counts[f"robust_after_{key}"] = float(robust.sum())
+            counts[f"point:robust_after_{key}"] = robust.clone()  # per point (concatenated on OOM splits)
         return adv, counts
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, seed: int) -> torch.Tensor:

@@ -33,6 +33,9 @@ class BatchOutcome:
         norms: Minimum-norm attacks only: per initially correct point, the norm of the adversarial the
             attack found (``inf`` where it found none).
         extra: Attack-specific counts (AutoAttack: ``robust_after_<member>``).
+        correct: Per point of the batch: classified correctly without attack (bool, CPU).
+        robust_masks: Per requested epsilon, per point: still correct after the attack (bool, CPU).
+        point_extra: Per-point booleans of attack-specific outcomes (AutoAttack: ``robust_after_<member>``).
     """
 
     n: int
@@ -40,6 +43,9 @@ class BatchOutcome:
     robust: list[int]
     norms: list[float] = field(default_factory=list)
     extra: dict[str, float] = field(default_factory=dict)
+    correct: torch.Tensor | None = None
+    robust_masks: list[torch.Tensor] = field(default_factory=list)
+    point_extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -63,7 +69,8 @@ def split_on_oom(
     half = len(x) // 2
     out_a, extra_a = split_on_oom(fn, x[:half], y[:half])
     out_b, extra_b = split_on_oom(fn, x[half:], y[half:])
-    extra = {k: extra_a.get(k, 0.0) + extra_b.get(k, 0.0) for k in {*extra_a, *extra_b}}
+    extra = {k: torch.cat([extra_a[k], extra_b[k]]) if isinstance(extra_a.get(k), torch.Tensor)
+             else extra_a.get(k, 0.0) + extra_b.get(k, 0.0) for k in {*extra_a, *extra_b}}  # per-point: concatenated
     return torch.cat([out_a, out_b]), extra
 
 
@@ -116,7 +123,8 @@ def _attack_batch(
 ) -> BatchOutcome:
     correct = predict(model, x, autocast) == y
     idx = correct.nonzero().flatten()
-    outcome = BatchOutcome(n=len(x), clean=int(idx.numel()), robust=[0] * len(eps))
+    outcome = BatchOutcome(n=len(x), clean=int(idx.numel()), robust=[0] * len(eps), correct=correct.cpu(),
+                           robust_masks=[torch.zeros(len(x), dtype=torch.bool) for _ in eps])
     if idx.numel() == 0:
         return outcome
     xs, ys = x[idx], y[idx]
@@ -129,12 +137,22 @@ def _attack_batch(
         return adv.detach().float(), extra
 
     with seeded(seed, x.device), frozen(model):
-        adv, outcome.extra = split_on_oom(run, xs, ys)
+        adv, extra = split_on_oom(run, xs, ys)
+    idx_cpu = idx.cpu()
+    for key, value in extra.items():
+        if isinstance(value, torch.Tensor):  # per attacked point -> per point of the batch
+            full = torch.zeros(len(x), dtype=torch.bool)
+            full[idx_cpu] = value.cpu().bool()
+            outcome.point_extra[key] = full
+        else:
+            outcome.extra[key] = value
     if attack.min_norm:
         found = predict(model, adv, autocast) != ys
         norms = lp_norm(adv - xs, attack.norm).masked_fill(~found, math.inf)
         outcome.norms = norms.tolist()
     for k, e in enumerate(eps):
         adv_e = project(xs, adv, float(e), attack.norm)
-        outcome.robust[k] = int((predict(model, adv_e, autocast) == ys).sum())
+        still = (predict(model, adv_e, autocast) == ys).cpu()
+        outcome.robust[k] = int(still.sum())
+        outcome.robust_masks[k][idx_cpu] = still
     return outcome

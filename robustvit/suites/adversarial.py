@@ -47,7 +47,23 @@ if TYPE_CHECKING:
     from robustvit.context import SuiteContext
 
 CHECKS_CELL = "checks"
-_STATE_VERSION = 1
+_STATE_VERSION = 2
+
+
+def _bits(values: list[bool]) -> str:
+    import base64
+
+    import numpy as np
+
+    return base64.b64encode(np.packbits(np.asarray(values, dtype=bool)).tobytes()).decode("ascii")
+
+
+def _unbits(text: str, n: int) -> list[bool]:
+    import base64
+
+    import numpy as np
+
+    return np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8), count=n).astype(bool).tolist()
 
 
 def _seed(ctx: SuiteContext, *parts: object) -> int:
@@ -63,6 +79,10 @@ class _Tally:
         self.robust = dict.fromkeys(eps_labels, 0)
         self.norms: list[float] = []
         self.extra: dict[str, float] = {}
+        # per image, in dataset order: correct without attack, robust per epsilon, per-member robust
+        self.correct: list[bool] = []
+        self.robust_points: dict[str, list[bool]] = {k: [] for k in eps_labels}
+        self.point_extra: dict[str, list[bool]] = {}
         if state:
             data = json.loads(state)
             if data.get("v") == _STATE_VERSION and set(eps_labels) <= set(data["robust"]):
@@ -70,6 +90,9 @@ class _Tally:
                 self.robust = {k: data["robust"][k] for k in eps_labels}
                 self.norms = [math.inf if v is None else v for v in data["norms"]]
                 self.extra = data["extra"]
+                self.correct = _unbits(data["correct"], self.n)
+                self.robust_points = {k: _unbits(data["robust_points"][k], self.n) for k in eps_labels}
+                self.point_extra = {k: _unbits(v, self.n) for k, v in data["point_extra"].items()}
 
     def add(self, outcome: Any, eps_labels: list[str]) -> None:
         self.batches += 1
@@ -80,15 +103,44 @@ class _Tally:
         self.norms.extend(outcome.norms)
         for key, value in outcome.extra.items():
             self.extra[key] = self.extra.get(key, 0.0) + value
+        self.correct.extend(outcome.correct.tolist())
+        for label, mask in zip(eps_labels, outcome.robust_masks, strict=True):
+            self.robust_points[label].extend(mask.tolist())
+        for key, mask in outcome.point_extra.items():
+            self.point_extra.setdefault(key.removeprefix("point:"), []).extend(mask.tolist())
 
     def state(self) -> bytes:
         norms = [None if math.isinf(v) else v for v in self.norms]
         return json.dumps({"v": _STATE_VERSION, "batches": self.batches, "n": self.n, "clean": self.clean,
-                           "robust": self.robust, "norms": norms, "extra": self.extra}).encode()
+                           "robust": self.robust, "norms": norms, "extra": self.extra,
+                           "correct": _bits(self.correct),
+                           "robust_points": {k: _bits(v) for k, v in self.robust_points.items()},
+                           "point_extra": {k: _bits(v) for k, v in self.point_extra.items()}}).encode()
 
-    def result(self, spec: AttackSpec, eps_label: str) -> CellResult:
+    def outcomes(self, spec: AttackSpec, eps_label: str, index: list[int]) -> Any:
+        """Per image: ``clean_acc``, ``robust_acc``, ``success_rate`` (NaN where not initially correct),
+        minimum-norm ``found_rate``, AutoAttack ``robust_acc_<member>``."""
+        import numpy as np
+
+        from robustvit.results.outcomes import Outcomes
+
+        correct = np.asarray(self.correct, dtype=bool)
+        robust = np.asarray(self.robust_points[eps_label], dtype=bool)
+        out = Outcomes().add_pool("images", index).add("clean_acc", correct).add("robust_acc", robust)
+        out.add("success_rate", np.where(correct, (~robust).astype(float), np.nan))
+        if spec.attack.min_norm and len(self.norms) == int(correct.sum()):
+            found = np.full(len(correct), np.nan)
+            found[correct] = np.isfinite(np.asarray(self.norms, dtype=float))
+            out.add("found_rate", found)
+        for key, mask in self.point_extra.items():
+            out.add(f"robust_acc_{key.removeprefix('robust_after_')}", np.asarray(mask, dtype=bool))
+        return out
+
+    def result(self, spec: AttackSpec, eps_label: str, index: list[int] | None = None) -> CellResult:
         n = self.n
         res = CellResult(spec.cell(eps_label))
+        if index is not None and len(self.correct) == n:
+            res.outcomes = self.outcomes(spec, eps_label, index)
         robust = self.robust[eps_label]
         res.add("clean_acc", self.clean / n if n else math.nan, n, True)
         res.add("robust_acc", robust / n if n else math.nan, n, True)
@@ -123,7 +175,7 @@ class AdversarialSuite(Suite):
     """
 
     kind: ClassVar[str] = "adversarial"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
     options: ClassVar[dict[str, Any]] = {
         "attacks": ["pgd-linf"], "eps": None, "checks": True, "checks_n": 64, "checks_eps": None, "amp": False,
     }
@@ -186,8 +238,9 @@ class AdversarialSuite(Suite):
             state = tally.state()
             for cell in cells:
                 ctx.partial_put(cell, state)
+        index = ctx.image_index(tally.n)
         for text in labels:
-            yield tally.result(spec, text)
+            yield tally.result(spec, text, index)
 
     def _checks(self, ctx: SuiteContext, autocast: Any) -> CellResult:
         xs, ys, have = [], [], 0
@@ -207,7 +260,7 @@ class AdversarialSuite(Suite):
         return res
 
     # -- aggregation ----------------------------------------------------------------------------------
-    def aggregate(self, records: pd.DataFrame, ctx: SuiteContext) -> list[CellResult]:
+    def aggregate(self, records: pd.DataFrame, outcomes: Any = None, baseline: Any = None) -> list[CellResult]:
         """Cell ``""``: flags from the stored cells (:func:`robustvit.attacks.checks.record_flags`) and
         ``flag_gradient_masking`` = any raised flag, the ``checks`` cell's included."""
         if records is None or len(records) == 0:

@@ -7,9 +7,13 @@ Contract:
     * :meth:`Suite.cells` lists the cells the options ask for (stable names, e.g. ``"gaussian_noise/3"``).
     * :meth:`Suite.run` computes the requested cells (those not already stored) and yields one
       :class:`CellResult` per finished cell, in any order.
-    * :meth:`Suite.aggregate` turns the stored per-cell records of this model/config into
-      suite-level results (``cell=""`` by convention, e.g. ``mce``); it is called after every run
-      and must be a pure function of those records (so cached and fresh cells aggregate alike).
+    * :meth:`Suite.run` attaches to each result the per-image outcomes its metrics come from
+      (:class:`robustvit.results.outcomes.Outcomes`: predictions, scores, robust or not).
+    * :meth:`Suite.aggregate` turns the stored per-cell records and outcomes of this model/config
+      into suite-level results (``cell=""`` by convention, e.g. ``mce``); it is called after every
+      run and must be a pure function of what it is passed (the records, the outcomes by cell and
+      the records of the models :meth:`Suite.needs_models` names), so cached and fresh cells
+      aggregate alike and no suite reads the store.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from robustvit.context import SuiteContext
+    from robustvit.results.outcomes import Outcomes
 
 
 class Suite:
@@ -52,8 +57,15 @@ class Suite:
     def run(self, ctx: SuiteContext, cells: list[str]) -> Iterator[CellResult]:
         raise NotImplementedError
 
-    def aggregate(self, records: pd.DataFrame, ctx: SuiteContext) -> list[CellResult]:
-        """Suite-level results from the stored per-cell records; none by default."""
+    def aggregate(self, records: pd.DataFrame, outcomes: Mapping[str, Outcomes] | None = None,
+                  baseline: Mapping[str, pd.DataFrame | None] | None = None) -> list[CellResult]:
+        """Suite-level results from the stored per-cell records and outcomes; none by default.
+
+        Args:
+            records: This model's stored records of the suite (one config).
+            outcomes: Cell -> its per-image outcomes (``.get(cell)`` is None for a cell without them).
+            baseline: Model name -> its stored records of this suite (for :meth:`needs_models`), or None.
+        """
         return []
 
     def config(self) -> dict[str, Any]:

@@ -62,13 +62,14 @@ if TYPE_CHECKING:
 SOURCES = ("generate", "imagenet_c_disk", "cifar10_c_disk")
 CLEAN = "clean"
 _SAVE_EVERY_S = 1.0  # progress of the generate mode is saved after a batch at most this often
+_STATE_VERSION = 2  # partial state: per-image correctness as packed bits
 
 
 class CorruptionSuite(Suite):
     """Top-1 error under each (corruption, severity), CE / mCE / relative mCE against a baseline."""
 
     kind: ClassVar[str] = "corruption"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
     options: ClassVar[dict[str, Any]] = {
         "preset": "imagenet_c", "corruptions": "benchmark", "severities": [1, 2, 3, 4, 5], "source": "generate",
         "root": None, "classes": None, "baseline": "auto", "frost_dir": None,
@@ -131,8 +132,7 @@ class CorruptionSuite(Suite):
     def run(self, ctx: SuiteContext, cells: list[str]) -> Iterator[CellResult]:
         if CLEAN in cells:
             fs = ctx.features()
-            acc = (fs.logits.argmax(1) == fs.labels).float().mean().item() if len(fs.labels) else math.nan
-            yield _cell(CLEAN, acc, len(fs.labels))
+            yield _cell(CLEAN, fs.logits.argmax(1) == fs.labels, ctx.image_index(len(fs.labels)))
         todo = [c for c in cells if c != CLEAN]
         if not todo:
             return
@@ -145,22 +145,24 @@ class CorruptionSuite(Suite):
             yield from self._run_disk(ctx, todo)
 
     def _predict_correct(self, ctx: SuiteContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per image: classified correctly (bool, on the device)."""
         with torch.no_grad(), ctx.autocast():
             logits = ctx.model(x)
-        return (logits.argmax(1) == y).sum()
+        return logits.argmax(1) == y
 
     def _run_generate(self, ctx: SuiteContext, todo: list[str]) -> Iterator[CellResult]:
         from robustvit.corruptions import corrupt
 
         pairs = [(cell, *_parse(cell)) for cell in todo]
-        correct = torch.zeros(len(pairs), dtype=torch.long, device=ctx.device)
+        hits: list[list[torch.Tensor]] = [[] for _ in pairs]  # per cell, per batch: correct or not per image
         n, start = 0, 0
         saved = ctx.partial_get(todo[0])
         if saved:
             state = json.loads(saved.decode())
-            if state.get("todo") == todo:
+            if state.get("todo") == todo and state.get("v") == _STATE_VERSION:
                 start, n = int(state["batches"]), int(state["n"])
-                correct += torch.tensor(state["correct"], dtype=torch.long, device=ctx.device)
+                done = _unpack_bits(state["correct"], (len(pairs), n))
+                hits = [[torch.from_numpy(row).to(ctx.device)] for row in done]
         last_save = time.monotonic()
         preset = self.opts["preset"]
         total = ctx.num_examples()
@@ -175,14 +177,16 @@ class CorruptionSuite(Suite):
                 extra = {"frost_dir": self.opts["frost_dir"]} if name == "frost" and self.opts["frost_dir"] else {}
                 make = partial(corrupt, x, name, sev, preset=preset, generator=ctx.generator(name, sev, b), **extra)
                 xc = ctx.shared.get((data, name, sev, b), x, make)
-                correct[i] += self._predict_correct(ctx, xc, y)
+                hits[i].append(self._predict_correct(ctx, xc, y))
             n += len(y)
             if time.monotonic() - last_save > _SAVE_EVERY_S:
-                state = {"todo": todo, "batches": b + 1, "n": n, "correct": correct.tolist()}
+                state = {"v": _STATE_VERSION, "todo": todo, "batches": b + 1, "n": n,
+                         "correct": _pack_bits(torch.stack([torch.cat(h) for h in hits]))}
                 ctx.partial_put(todo[0], json.dumps(state).encode())
                 last_save = time.monotonic()
-        for (cell, _, _), c in zip(pairs, correct.tolist()):
-            yield _cell(cell, c / n if n else math.nan, n)
+        index = ctx.image_index(n)
+        for (cell, _, _), h in zip(pairs, hits):
+            yield _cell(cell, torch.cat(h) if h else torch.zeros(0, dtype=torch.bool), index)
 
     def _run_disk(self, ctx: SuiteContext, todo: list[str]) -> Iterator[CellResult]:
         from robustvit.context import subset_indices
@@ -207,16 +211,21 @@ class CorruptionSuite(Suite):
                 indices = subset_indices(count, ctx.limit, ctx.seed)
                 batches = disk.imagenet_c_batches(root, name, sev, indices=indices, batch_size=ctx.batch_size,
                                                   size=size, classes=classes, workers=ctx.workers, device=ctx.device)
-            correct = torch.zeros((), dtype=torch.long, device=ctx.device)
-            n = 0
+            hits = [torch.zeros(0, dtype=torch.bool, device=ctx.device)]
             for x, y in ctx.progress(batches, f"corruption {cell}", len(indices), unit_scale=ctx.batch_size):
-                correct += self._predict_correct(ctx, x, y)
-                n += len(y)
-            yield _cell(cell, correct.item() / n if n else math.nan, n)
+                hits.append(self._predict_correct(ctx, x, y))
+            correct = torch.cat(hits)
+            yield _cell(cell, correct, indices if len(indices) == len(correct) else range(len(correct)))
 
     # -- aggregation -----------------------------------------------------------------------------------
-    def aggregate(self, records: pd.DataFrame, ctx: SuiteContext) -> list[CellResult]:
-        """Per-corruption error / CE / relative CE and the suite's mean error, mCE, relative mCE."""
+    def aggregate(self, records: pd.DataFrame, outcomes: Any = None, baseline: Any = None) -> list[CellResult]:
+        """Per-corruption error / CE / relative CE and the suite's mean error, mCE, relative mCE.
+
+        With the cells' per-image outcomes, every aggregate also gets a per-image vector whose mean is
+        its value (the errors of an image averaged over severities, scaled by the baseline's summed
+        errors for CE), so its interval and paired comparisons come from a bootstrap over images; the
+        baseline's errors are taken as fixed constants.
+        """
         from robustvit.corruptions import BENCHMARK
         from robustvit.metrics import corruption as m
 
@@ -224,8 +233,9 @@ class CorruptionSuite(Suite):
             return []
         errors = _errors(records)
         counts = _counts(records)
-        base_errors, base_clean = self._baseline(ctx)
+        base_errors, base_clean = self._baseline(baseline)
         clean = errors.get(CLEAN, math.nan)
+        per_image = _PerImage(outcomes)
         out: list[CellResult] = []
         per_error: dict[str, float] = {}
         per_ce: dict[str, float] = {}
@@ -239,27 +249,36 @@ class CorruptionSuite(Suite):
             errs = {s: errors[f"{name}/{s}"] for s in self.severities}
             result = CellResult(name).add("error", m.mean(errs.values()), n, False)
             per_error[name] = m.mean(errs.values())
+            per_image.add(name, "error", per_image.sum(cells), len(cells))
             base = base_errors(name)
             if base is not None:
                 per_ce[name] = m.corruption_error(errs, base)
                 result.add("ce", per_ce[name], n, False)
+                per_image.add(name, "ce", per_image.sum(cells), sum(base.values()))
                 if not math.isnan(clean) and base_clean is not None:
                     per_rce[name] = m.relative_corruption_error(errs, clean, base, base_clean)
                     result.add("relative_ce", per_rce[name], n, False)
+                    per_image.add(name, "relative_ce", per_image.sum(cells, minus=CLEAN),
+                                  sum(b - base_clean for b in base.values()))
+            result.outcomes = per_image.outcomes(name)
             out.append(result)
         if len(per_error) < len(self.corruptions):
             return out  # suite-level numbers only once every cell is stored
         summary = CellResult("")
         bench = [c for c in self.corruptions if c in BENCHMARK] or list(self.corruptions)
         summary.add("mean_error", m.mean(per_error[c] for c in bench), n, False)
+        per_image.mean("", "mean_error", [(c, "error") for c in bench])
         if self.benchmark_complete and all(c in per_ce for c in BENCHMARK):
             summary.add("mce", m.mean(per_ce[c] for c in BENCHMARK), n, False)
+            per_image.mean("", "mce", [(c, "ce") for c in BENCHMARK])
             if all(c in per_rce for c in BENCHMARK):
                 summary.add("relative_mce", m.mean(per_rce[c] for c in BENCHMARK), n, False)
+                per_image.mean("", "relative_mce", [(c, "relative_ce") for c in BENCHMARK])
+        summary.outcomes = per_image.outcomes("")
         out.append(summary)
         return out
 
-    def _baseline(self, ctx: SuiteContext) -> tuple[Any, float | None]:
+    def _baseline(self, baseline: Any) -> tuple[Any, float | None]:
         """``(errors_of(corruption) -> {severity: error} | None, clean error | None)`` of the baseline."""
         from robustvit.metrics import corruption as m
 
@@ -267,8 +286,8 @@ class CorruptionSuite(Suite):
             return (lambda _name: None), None
         if self.baseline == "alexnet":
             return m.alexnet_baseline, m.ALEXNET_CLEAN_ERROR
-        stored = _baseline_records(ctx, self.baseline)
-        if stored is None:
+        stored = (baseline or {}).get(self.baseline)
+        if stored is None or stored.empty:
             return (lambda _name: None), None
         errors = _errors(stored)
 
@@ -279,13 +298,90 @@ class CorruptionSuite(Suite):
         return of, errors.get(CLEAN)
 
 
+class _PerImage:
+    """Per-image vectors of the aggregates, built from the cells' outcomes (inactive without them)."""
+
+    def __init__(self, outcomes: Any) -> None:
+        self.source = outcomes
+        self.index: Any = None
+        self.vectors: dict[str, dict[str, Any]] = {}
+        self.active = outcomes is not None
+
+    def _errors(self, cell: str) -> Any:
+        out = self.source.get(cell) if self.active else None
+        if out is None or "error" not in out.arrays:
+            self.active = False
+            return None
+        if self.index is None:
+            self.index = out.index("images")
+        elif len(out.index("images")) != len(self.index):
+            self.active = False
+            return None
+        return out.arrays["error"].astype("float64")
+
+    def sum(self, cells: list[str], minus: str | None = None) -> Any:
+        """Per image: the summed errors of ``cells`` (minus the error of cell ``minus`` in each)."""
+        total = 0.0
+        base = self._errors(minus) if minus is not None else 0.0
+        for cell in cells:
+            err = self._errors(cell)
+            if err is None or base is None:
+                return None
+            total = total + err - base
+        return total
+
+    def add(self, cell: str, metric: str, summed: Any, divisor: float) -> None:
+        if self.active and summed is not None and divisor:
+            self.vectors.setdefault(cell, {})[metric] = summed / divisor
+
+    def mean(self, cell: str, metric: str, parts: list[tuple[str, str]]) -> None:
+        vecs = [self.vectors.get(c, {}).get(mt) for c, mt in parts]
+        if self.active and vecs and all(v is not None for v in vecs):
+            self.vectors.setdefault(cell, {})[metric] = sum(vecs) / len(vecs)
+
+    def outcomes(self, cell: str) -> Any:
+        if not self.active or cell not in self.vectors:
+            return None
+        from robustvit.results.outcomes import Outcomes
+
+        out = Outcomes().add_pool("images", self.index)
+        for metric, vec in self.vectors[cell].items():
+            out.add(metric, vec)
+        return out
+
+
 def _parse(cell: str) -> tuple[str, int]:
     name, _, sev = cell.rpartition("/")
     return name, int(sev)
 
 
-def _cell(cell: str, accuracy: float, n: int) -> CellResult:
-    return CellResult(cell).add("error", 1.0 - accuracy, n, False).add("top1", accuracy, n, True)
+def _cell(cell: str, correct: torch.Tensor, index: Any) -> CellResult:
+    """A cell's error and top-1 from per-image correctness, with those outcomes attached."""
+    from robustvit.results.outcomes import Outcomes
+
+    correct = correct.detach().to("cpu", torch.bool)
+    n = len(correct)
+    accuracy = correct.float().mean().item() if n else math.nan
+    result = CellResult(cell).add("error", 1.0 - accuracy, n, False).add("top1", accuracy, n, True)
+    result.outcomes = Outcomes().add_pool("images", list(index)).add("error", ~correct).add("top1", correct)
+    return result
+
+
+def _pack_bits(rows: torch.Tensor) -> str:
+    import base64
+
+    import numpy as np
+
+    return base64.b64encode(np.packbits(rows.cpu().numpy().astype(bool)).tobytes()).decode("ascii")
+
+
+def _unpack_bits(text: str, shape: tuple[int, int]) -> Any:
+    import base64
+
+    import numpy as np
+
+    bits = np.frombuffer(base64.b64decode(text), dtype=np.uint8)
+    return np.unpackbits(bits, count=shape[0] * shape[1]).astype(bool).reshape(shape)
 
 
 def _latest(records: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -301,14 +397,3 @@ def _errors(records: pd.DataFrame) -> dict[str, float]:
 def _counts(records: pd.DataFrame) -> dict[str, int]:
     rows = _latest(records, "error")
     return {str(c): int(v) for c, v in zip(rows["cell"], rows["n"])}
-
-
-def _baseline_records(ctx: SuiteContext, model: str) -> pd.DataFrame | None:
-    """The baseline model's stored records of this suite: same config if stored, else same dataset."""
-    if ctx.store is None:
-        return None
-    key = ctx.key
-    rows = ctx.records(model=model, suite=key.get("suite"), config_key=key.get("config_key"))
-    if rows.empty:
-        rows = ctx.records(model=model, suite=key.get("suite"), dataset=key.get("dataset"))
-    return None if rows.empty else rows

@@ -110,7 +110,7 @@ class OODSuite(Suite):
     """OOD detection metrics per (near/far set, detector); see the module docstring."""
 
     kind: ClassVar[str] = "ood"
-    version: ClassVar[str] = "1"
+    version: ClassVar[str] = "2"
     options: ClassVar[dict[str, Any]] = {
         "detectors": DEFAULT_DETECTORS,
         "params": {},
@@ -201,9 +201,13 @@ class OODSuite(Suite):
         needed_dets = [d for d in self.detectors if any(w[2] == d for w in wanted)]
         for g, s in needed_sets:  # a missing folder fails before any forward pass
             ctx.source(self.sets[g][s])
+        from robustvit.results.outcomes import Outcomes
+
         id_fs = ctx.features()
         known = id_fs.labels >= 0
         id_acc = top1(id_fs.logits[known], id_fs.labels[known]) if bool(known.any()) else math.nan
+        id_correct = id_fs.logits.argmax(1) == id_fs.labels
+        id_index = ctx.image_index(len(id_fs.labels))
         fitted = self._fit(ctx, needed_dets)
         id_scores = {d: self._scores(ctx, det, None, id_fs) for d, det in fitted.items()}
         n_id = len(id_fs.labels)
@@ -211,6 +215,7 @@ class OODSuite(Suite):
         for g, s in needed_sets:
             spec = self.sets[g][s]
             ood_fs = ctx.features(spec)
+            ood_index = ctx.image_index(len(ood_fs.labels), spec)
             for d in needed_dets:
                 if [g, s, d] not in wanted:
                     continue
@@ -220,6 +225,13 @@ class OODSuite(Suite):
                 for metric, value in ood_metrics(id_scores[d], scores, tpr).items():
                     result.add(metric, value, n, metric != "fpr95")
                 result.add("id_acc", id_acc, n_id, True)
+                pool = f"ood:{s}"
+                out = Outcomes().add_pool("id", id_index).add_pool(pool, ood_index)
+                out.add("id_score", id_scores[d].double(), "id").add("ood_score", scores.double(), pool)
+                if bool(known.all()):
+                    out.add("id_acc", id_correct, "id")
+                out.meta["ood"] = {"id": "id_score", "ood": "ood_score", "tpr": tpr}
+                result.outcomes = out
                 yield result
 
     def _fit(self, ctx: SuiteContext, names: list[str]) -> dict[str, Detector]:
@@ -252,10 +264,12 @@ class OODSuite(Suite):
         return torch.cat(out)
 
     # -- aggregates -------------------------------------------------------------------------------
-    def aggregate(self, records: pd.DataFrame, ctx: SuiteContext) -> list[CellResult]:
+    def aggregate(self, records: pd.DataFrame, outcomes: Any = None, baseline: Any = None) -> list[CellResult]:
         """Means over each group's sets, per detector (``far/energy``) and over detectors (``far``).
 
-        An aggregate is written only when every cell it averages is stored; NaN values propagate.
+        An aggregate is written only when every cell it averages is stored; NaN values propagate. Its
+        outcomes name the cells it averages (``mean_of``): its interval bootstraps the ID images and
+        each set's OOD images once per resample, shared by all the cells.
         """
         from robustvit.metrics.ood import HIGHER_IS_BETTER
 
@@ -276,18 +290,22 @@ class OODSuite(Suite):
             if not per_det:
                 continue
             for d, vals in per_det.items():
-                out.append(_mean_cell(f"{g}/{d}", vals))
+                out.append(_mean_cell(f"{g}/{d}", vals, cells=[f"{g}/{s}/{d}" for s in self.sets[g]]))
             pooled = {m: [v for vals in per_det.values() for v in vals[m]] for m in metrics}
-            out.append(_mean_cell(g, pooled, n_from=next(iter(per_det.values()))))
+            out.append(_mean_cell(g, pooled, n_from=next(iter(per_det.values())),
+                                  cells=[f"{g}/{s}/{d}" for d in per_det for s in self.sets[g]]))
         return out
 
 
 def _mean_cell(cell: str, values: dict[str, list[tuple[float, int]]],
-               n_from: dict[str, list[tuple[float, int]]] | None = None) -> CellResult:
-    """A cell of means; n = the images behind one detector's cells (ID counted once)."""
+               n_from: dict[str, list[tuple[float, int]]] | None = None, cells: list[str] | None = None) -> CellResult:
+    """A cell of means over ``cells``; n = the images behind one detector's cells (ID counted once)."""
     from robustvit.metrics.ood import HIGHER_IS_BETTER
+    from robustvit.results.outcomes import Outcomes
 
     result = CellResult(cell)
+    if cells:
+        result.outcomes = Outcomes(meta={"mean_of": dict.fromkeys(values, cells)})
     counts = n_from or values
     n_id = counts["id_acc"][0][1]
     n_all = sum(n for _, n in counts["auroc"])

@@ -1,0 +1,1 @@
+"""The results layer (torch-free): protocols, latest records, intervals, paired comparisons, headlines."""
