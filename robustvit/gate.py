@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from robustvit.errors import UserError
-from robustvit.report.data import latest, match_paths, unknown_metric_error
+from robustvit.results.paths import match_paths, unknown_metric_error
+from robustvit.results.select import latest
 
 try:
     import tomllib
@@ -119,6 +120,8 @@ class Subject:
     label: str
     rows: pd.DataFrame
     values: dict[str, float] = field(default_factory=dict)
+    #: metric path -> protocol of the value (a baseline value counts only under the same protocol)
+    protocols: dict[str, str] = field(default_factory=dict)
 
     @property
     def model(self) -> str:
@@ -267,10 +270,18 @@ def select(records: pd.DataFrame, *, model: str | None = None, run: str | None =
     if len(models) > 1:
         raise UserError(f"{role} run {run!r} holds several models ({', '.join(models)}); name one with "
                         f"--{'model' if role == 'model' else 'baseline-model'}")
-    chosen = latest(rows)
+    chosen = latest(rows).sort_values(["created_at", "order"], kind="stable")
     label = model or models[0]
     label += f" (run {run})" if run else ""
-    return Subject(label, chosen, dict(zip(chosen["path"], chosen["value"].astype(float), strict=True)))
+    # a path stored under several protocols: the newest protocol's value
+    return Subject(label, chosen, dict(zip(chosen["path"], chosen["value"].astype(float), strict=True)),
+                   dict(zip(chosen["path"], chosen["protocol"].astype(str), strict=True)))
+
+
+def _same_protocol(baseline: Subject, subject: Subject, path: str) -> float | None:
+    """The baseline's value of ``path`` under the subject's protocol (None when it has none)."""
+    rows = baseline.rows[(baseline.rows["path"] == path) & (baseline.rows["protocol"] == subject.protocols.get(path))]
+    return None if rows.empty else float(rows["value"].iloc[-1])
 
 
 def check(policy: Policy, records: pd.DataFrame, subject: Subject, baseline: Subject | None) -> list[Verdict]:
@@ -309,7 +320,13 @@ def _verdict(rule: Rule, paths: list[str], subject: Subject, baseline: Subject |
         if missing:
             return Verdict(rule, path, "error", actual=actual,
                            message=f"baseline {baseline.label} has no stored value for {', '.join(missing[:3])}")
-        bvals = [baseline.values[p] for p in paths]
+        same = {p: _same_protocol(baseline, subject, p) for p in paths}
+        other = [p for p, v in same.items() if v is None]
+        if other:
+            return Verdict(rule, path, "error", actual=actual,
+                           message=f"baseline {baseline.label} has {', '.join(other[:3])} only under another protocol "
+                                   f"than {subject.label} ({subject.protocols.get(other[0])}): the numbers do not compare")
+        bvals = [same[p] for p in paths]
         if any(math.isnan(v) for v in bvals):
             return Verdict(rule, path, "error", actual=actual, message=f"baseline value of {where} is NaN")
         base = reduce(bvals)

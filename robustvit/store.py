@@ -201,6 +201,7 @@ class Store:
         import pandas as pd
 
         where, args = [], []
+        protocols = filters.pop("protocol", None)
         for column, value in filters.items():
             if value is None:
                 continue
@@ -220,7 +221,9 @@ class Store:
             df["protocol"] = df["protocol"].astype(object)
             df.loc[legacy, "protocol"] = ("legacy-" + df.loc[legacy, "kind"].astype(str) + "-"
                                           + df.loc[legacy, "config_key"].astype(str))
-        return df
+        if protocols is not None:  # after the legacy ids are filled in
+            df = df[df["protocol"].isin([protocols] if isinstance(protocols, str) else list(protocols))]
+        return df.reset_index(drop=True)
 
     # -- per-image outcomes and protocols --------------------------------------------------------
     def outcomes(self, key: Mapping[str, Any], cell: str) -> Outcomes | None:

@@ -61,26 +61,34 @@ def records(tmp_path: Path) -> pd.DataFrame:
 
 
 def test_latest_run_ranked_lower_is_better_with_ties(records: pd.DataFrame) -> None:
+    # vit_a's run-2 mCE has another config, hence another protocol: the default board (the protocol with
+    # the most models) ranks its run-1 value, and the other protocol is listed, not mixed in
     board = leaderboard(records, ["mce"], suite="corruption")
-    assert board["model"].tolist() == ["vit_a", "hyb_c", "cnn_b", EVIL]
-    assert board["corruption/mce"].tolist() == [0.60, 0.70, 0.75, 0.90]
+    assert board["model"].tolist() == ["hyb_c", "cnn_b", "vit_a", EVIL]
+    assert board["corruption/mce"].tolist() == [0.70, 0.75, 0.80, 0.90]
     assert board["rank"].tolist() == [1, 2, 3, 4]
+    assert board.attrs["protocol"] == "legacy-corruption-k"
+    assert list(board.attrs["other_protocols"]) == ["legacy-corruption-k2"]
     # cnn_b's new checkpoint is the current one: its mCE, sha and run; clean accuracy only from the old one is gone
     cnn = board.set_index("model").loc["cnn_b"]
     assert cnn["model_sha"] == "b2" and math.isnan(cnn["clean_top1"])
+    assert cnn["run_id"] == records[records["model_sha"] == "b2"]["run_id"].iloc[0]  # mce came from run 2
     vit = board.set_index("model").loc["vit_a"]
     assert vit["clean_top1"] == 0.90 and vit["params"] == 1000 and vit["family"] == "vit"
-    assert vit["run_id"] == records[records["model_sha"] == "b2"]["run_id"].iloc[0]  # mce came from run 2
-    assert list(board.columns) == ["rank", "model", "corruption/mce", "family", "params", "clean_top1", "model_sha",
-                                   "run_id", "date"]
+    assert list(board.columns) == ["rank", "model", "corruption/mce", "ci_low", "ci_high", "n", "family", "params",
+                                   "clean_top1", "model_sha", "run_id", "date"]
+    other = leaderboard(records, ["mce"], suite="corruption", protocol="legacy-corruption-k2")
+    assert other["model"].tolist() == ["vit_a"] and other["corruption/mce"].tolist() == [0.60]
+    with pytest.raises(UserError, match="has no record of corruption/mce"):
+        leaderboard(records, ["mce"], suite="corruption", protocol="clean-")
 
 
 def test_all_runs_ties_share_a_rank(records: pd.DataFrame) -> None:
     board = leaderboard(records, ["corruption/mce"], all_runs=True)
-    assert len(board) == 6  # 4 models in run 1, 2 in run 2
+    assert len(board) == 5  # 4 models in run 1, cnn_b in run 2 (vit_a's run 2 is another protocol)
     by = board.groupby("corruption/mce")["rank"].apply(set).to_dict()
-    assert by[0.70] == {2}  # cnn_b (run 1) and hyb_c tie at 0.70, both rank 2 ...
-    assert board["rank"].tolist() == [1, 2, 2, 4, 5, 6]  # ... and the next rank is 4 (method="min")
+    assert by[0.70] == {1}  # cnn_b (run 1) and hyb_c tie at 0.70, both rank 1 ...
+    assert board["rank"].tolist() == [1, 1, 3, 4, 5]  # ... and the next rank is 3 (method="min")
 
 
 def test_higher_is_better_and_several_metrics(records: pd.DataFrame) -> None:
@@ -114,10 +122,11 @@ def test_user_errors(records: pd.DataFrame, bad: dict, message: str) -> None:
 def test_markdown_format(records: pd.DataFrame) -> None:
     text = format_leaderboard(leaderboard(records, ["mce", "relative_mce"], suite="corruption"), "md")
     lines = text.splitlines()
-    assert lines[0] == ("**robustvit leaderboard: corruption/mce (lower is better), corruption/relative_mce "
-                        "(lower is better)**")
-    assert lines[2].startswith("| rank | model | corruption/mce | corruption/relative_mce | family |")
-    assert lines[4].startswith("| 1 | vit_a | 0.6 | 0.3 | vit | 1000 | 0.9 | a1 |")
+    assert lines[0].startswith("**robustvit leaderboard: corruption/mce (lower is better), corruption/relative_mce "
+                               "(lower is better) · protocol corruption · legacy")
+    assert lines[2].startswith("| rank | model | corruption/mce | corruption/relative_mce | ci_low | ci_high | n |")
+    assert lines[4].startswith("| 1 | hyb_c | 0.7 | 0.35 | — | — | 100 | hybrid | 3000 | 0.93 | c1 |")
+    assert "Other protocols of this metric, ranked separately with --protocol: legacy-corruption-k2" in text
     assert "| 4 | vit&lt;b>\\|x&lt;/b> |" in text  # pipes and HTML escaped
     assert all(line.count(" | ") == lines[2].count(" | ") for line in lines[2:] if line.startswith("| "))
 
@@ -134,7 +143,7 @@ def test_json_format(records: pd.DataFrame) -> None:
     board = leaderboard(records, ["mce"], suite="corruption")
     rows = json.loads(format_leaderboard(board, "json"))
     assert [r["model"] for r in rows] == board["model"].tolist()
-    assert rows[0] == {**rows[0], "rank": 1, "corruption/mce": 0.6, "params": 1000, "family": "vit"}
+    assert rows[0] == {**rows[0], "rank": 1, "corruption/mce": 0.7, "params": 3000, "family": "hybrid"}
     cnn = next(r for r in rows if r["model"] == "cnn_b")
     assert cnn["clean_top1"] is None  # NaN -> null, valid JSON
 

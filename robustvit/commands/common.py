@@ -38,7 +38,6 @@ def execute_and_print(cfg, args: argparse.Namespace) -> int:
 
     from robustvit.runner import execute
     from robustvit.store import Store
-    from robustvit.summary import format_table, summary_tables
 
     def on_event(e) -> None:
         if args.quiet:
@@ -56,12 +55,16 @@ def execute_and_print(cfg, args: argparse.Namespace) -> int:
 
     import pandas as pd
 
+    from robustvit.results import OutcomeSource, analyse
+
     store = Store(args.store)
     fresh = store.is_empty()
     try:
         summary = execute(cfg, store, force=args.force, on_event=on_event)
         frames = [store.cell_records(key) for key in summary.keys]
         runs = store.runs()
+        df = pd.concat(frames, ignore_index=True)
+        res = analyse(df, OutcomeSource.from_store(store), store.protocols())
     except BaseException:
         empty = store.is_empty()
         store.close()
@@ -70,17 +73,27 @@ def execute_and_print(cfg, args: argparse.Namespace) -> int:
         raise
     store.close()
 
-    df = pd.concat(frames, ignore_index=True)
     reuse = (f"reused {summary.cached} stored cells (no recomputation)" if summary.cached else "nothing reused")
     print(f"run {summary.run_id or '(nothing new)'}: computed {summary.computed} cells, {reuse}; {summary.seconds:.1f}s; "
           f"store {store.path}", file=sys.stderr)
-    for suite, table in summary_tables(df):
-        print(f"\n## {suite}\n" if args.format in ("table", "markdown") else "")
-        print(format_table(table, args.format))
+    print_results(res, args.format)
     if cfg.report:
         from robustvit.report import write_report
 
         html_path, markdown = write_report(df, cfg.report["out"], runs=runs, source=str(store.path),
-                                           title=cfg.report.get("title", "robustvit: ViT vs CNN"))
+                                           title=cfg.report.get("title", "robustvit: ViT vs CNN"), results=res)
         print(f"\nreport written to {html_path}\n\n{markdown}")
     return 0
+
+
+def print_results(res, fmt: str) -> None:
+    """The ViT-vs-CNN summary (table, markdown), one JSON document (json) or one long table (csv)."""
+    from robustvit.results.export import csv_table, json_document, summary_text
+
+    if fmt == "json":
+        print(json_document(res), end="")
+    elif fmt == "csv":
+        print(csv_table(res), end="")
+    else:
+        print()
+        print(summary_text(res, fmt))

@@ -17,6 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", action="append", metavar="NAME", help="only these models (repeatable)")
     parser.add_argument("--dataset", action="append", metavar="SPEC", help="only records on these datasets")
     parser.add_argument("--all-runs", action="store_true", help="one row per model and run (default: latest values)")
+    parser.add_argument("--protocol", metavar="ID", help="rank within this protocol (default: the ranking metric's "
+                        "protocol with the most models; the others are listed under the table)")
     parser.add_argument("--format", choices=("md", "csv", "html", "json"), default="md", help="output format")
     parser.add_argument("--out", metavar="FILE", help="write to this file instead of stdout")
 
@@ -27,17 +29,22 @@ def run(args: argparse.Namespace) -> int:
     from robustvit.errors import UserError
 
     try:
-        from robustvit.report import format_leaderboard, leaderboard, load_records
+        from robustvit.report import format_leaderboard, leaderboard
     except ImportError as exc:  # the optional report extra (jinja2, matplotlib)
         if exc.name not in ("jinja2", "markupsafe", "matplotlib"):
             raise
         raise UserError(f"robustvit leaderboard needs the report extra ({exc.name} is missing): "
                         "pip install 'robustvit[report]'") from None
 
-    records = load_records(args.store, model=args.model, dataset=args.dataset)
+    from robustvit.store import Store
+
+    with Store(args.store, readonly=True) as store:
+        records = store.records(model=args.model, dataset=args.dataset)
+        specs = store.protocols()
     if records.empty:
         raise UserError("no records in the store match (run an evaluation first, or loosen --model/--dataset)")
-    board = leaderboard(records, args.metric, suite=args.suite, family=args.family, all_runs=args.all_runs)
+    board = leaderboard(records, args.metric, suite=args.suite, family=args.family, all_runs=args.all_runs,
+                        protocol=args.protocol, specs=specs)
     text = format_leaderboard(board, args.format)
     if args.out:
         out = Path(args.out)

@@ -2,10 +2,13 @@
 
 >>> board = leaderboard(records, ["mce", "relative_mce"], suite="corruption")   # doctest: +SKIP
 
-One row per model (its latest values, see :func:`robustvit.report.data.latest`) or, with
-``all_runs=True``, one row per model and run. Rows are ranked by the first metric in the direction
-stored with it (``higher_is_better``); ties share the lowest rank (``method="min"``) and models
-without a value for it come last with no rank.
+One row per model (its latest values, see :func:`robustvit.results.latest`) or, with
+``all_runs=True``, one row per model and run. A leaderboard ranks within one protocol (numbers of
+other presets, image subsets or suite versions do not compare): by default the protocol of the
+ranking metric that has the most models, or the one ``protocol`` names. Rows are ranked by the
+first metric in the direction stored with it (``higher_is_better``); ties share the lowest rank
+(``method="min"``) and models without a value for it come last with no rank. The ranking metric's
+95% interval and n are columns too.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ def leaderboard(
     suite: str | None = None,
     family: str | None = None,
     all_runs: bool = False,
+    protocol: str | None = None,
+    specs: dict | None = None,
 ) -> pd.DataFrame:
     """Rank models on stored metrics.
 
@@ -64,12 +69,16 @@ def leaderboard(
         suite: Suite the metrics are relative to (optional when they are full paths).
         family: Keep only models of this family (``vit``, ``cnn`` or ``hybrid``).
         all_runs: One row per model and run instead of one per model (latest values).
+        protocol: The protocol to rank within (an id, or a unique prefix of one); default: the
+            protocol of the ranking metric with the most models.
+        specs: Protocol descriptions (``Store.protocols()``) for readable labels.
 
     Returns:
         DataFrame with columns ``rank`` (nullable int), ``model``, one column per metric path,
         ``family``, ``params``, ``clean_top1``, ``model_sha``, ``run_id`` and ``date`` (ISO time of
         the newest ranked-metric record), sorted by rank. ``df.attrs`` holds ``metrics`` (the
-        resolved paths) and ``higher_is_better`` (path -> bool).
+        resolved paths), ``higher_is_better`` (path -> bool), ``protocol``, ``protocol_label`` and
+        ``other_protocols`` (id -> label of the ranking metric's protocols left out).
     """
     import pandas as pd
 
@@ -81,6 +90,7 @@ def leaderboard(
     if selected.empty and family is not None:
         raise UserError(f"no records of family {family!r} in the store")
     cols = resolve_metrics(metrics, paths, suite)
+    selected, chosen, others = _one_protocol(selected, cols, protocol, specs)
     hib = directions(selected)
     key = ["model", "run_id"] if all_runs else ["model"]
     selected = selected.assign(_key=selected[key].astype(str).agg("\x1f".join, axis=1))
@@ -109,16 +119,63 @@ def leaderboard(
     df["clean_top1"] = df["clean_top1"].astype(float)
     ascending = not hib.get(cols[0], True)
     df.insert(0, "rank", df[cols[0]].rank(method="min", ascending=ascending).astype("Int64"))
+    ci = first.set_index("_key")
+    position = df.columns.get_loc(cols[-1]) + 1
+    for offset, column in enumerate(("ci_low", "ci_high", "n")):
+        df.insert(position + offset, column, [ci[column].get(k, math.nan) if k in ci.index else math.nan
+                                              for k in table.index])
     df = df.sort_values(["rank", "model", "date"], na_position="last", kind="stable").reset_index(drop=True)
     df.attrs["metrics"] = cols
     df.attrs["higher_is_better"] = {c: hib.get(c, True) for c in cols}
+    df.attrs["protocol"], df.attrs["protocol_label"] = chosen
+    df.attrs["other_protocols"] = others
     return df
+
+
+def _one_protocol(selected: pd.DataFrame, cols: list[str], protocol: str | None,
+                  specs: dict | None) -> tuple[pd.DataFrame, tuple[str, str], dict[str, str]]:
+    """One protocol per metric path: for the ranking metric the named one, else (as for the other
+    columns and clean accuracy) the protocol of the path with the most models."""
+    from robustvit.results.select import protocol_labels
+
+    labels = protocol_labels(selected, specs)
+    path = cols[0]
+
+    def counted(p: str) -> pd.Series:
+        rows = selected[selected["path"] == p]
+        return rows.groupby("protocol", sort=False)["model"].nunique().sort_values(ascending=False, kind="stable")
+
+    counts = counted(path)
+    if protocol is not None:
+        matches = [p for p in counts.index if p == protocol or p.startswith(protocol)]
+        if len(matches) != 1:
+            known = "; ".join(f"{p} ({labels.get(p, '')})" for p in counts.index)
+            raise UserError(f"protocol {protocol!r} {'is ambiguous' if matches else 'has no record of ' + path} "
+                            f"(protocols of {path}: {known})")
+        chosen = matches[0]
+    else:
+        chosen = str(counts.index[0])
+    others = {str(p): labels.get(p, "") for p in counts.index if p != chosen}
+    keep = (selected["path"] == path) & (selected["protocol"] == chosen)
+    for other in dict.fromkeys([*cols[1:], CLEAN_ACCURACY]):
+        if other != path and not (c := counted(other)).empty:
+            keep |= (selected["path"] == other) & (selected["protocol"] == c.index[0])
+    return selected[keep], (chosen, labels.get(chosen, chosen)), others
 
 
 def _title(board: pd.DataFrame) -> str:
     hib = board.attrs.get("higher_is_better", {})
     parts = [f"{m} ({'higher' if hib.get(m, True) else 'lower'} is better)" for m in board.attrs.get("metrics", [])]
-    return "robustvit leaderboard: " + ", ".join(parts)
+    label = board.attrs.get("protocol_label")
+    return "robustvit leaderboard: " + ", ".join(parts) + (f" · protocol {label}" if label else "")
+
+
+def _others(board: pd.DataFrame) -> str:
+    others = board.attrs.get("other_protocols") or {}
+    if not others:
+        return ""
+    items = "; ".join(f"{p} ({label})" for p, label in others.items())
+    return f"Other protocols of this metric, ranked separately with --protocol: {items}"
 
 
 def format_leaderboard(board: pd.DataFrame, fmt: str) -> str:
@@ -132,9 +189,11 @@ def format_leaderboard(board: pd.DataFrame, fmt: str) -> str:
         for rec in board.to_dict(orient="records"):
             rows.append({k: _json_value(v) for k, v in rec.items()})
         return json.dumps(rows, indent=2) + "\n"
+    note = _others(board)
     if fmt == "md":
-        return f"**{_title(board)}**\n\n" + markdown_table(board) + "\n"
-    return html_document(_title(board), f"<h1>{_escape(_title(board))}</h1>\n" + html_table(board))
+        return f"**{_title(board)}**\n\n" + markdown_table(board) + "\n" + (f"\n{note}\n" if note else "")
+    body = f"<h1>{_escape(_title(board))}</h1>\n" + html_table(board) + (f"\n<p>{_escape(note)}</p>" if note else "")
+    return html_document(_title(board), body)
 
 
 def _escape(text: str) -> str:
