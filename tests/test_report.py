@@ -16,7 +16,7 @@ from robustvit.errors import UserError
 from robustvit.records import CellResult
 from robustvit.report import build_report, latest, write_report, write_report_from_store
 from robustvit.report.sections import parse_eps
-from robustvit.report.summary import headline_paths
+from robustvit.results import headline_paths
 from robustvit.store import Store
 
 MODELS = [  # name, sha, family, params, clean accuracy
@@ -113,8 +113,9 @@ def test_report_files_and_figures(full_report: tuple[Path, str, Path]) -> None:
     assert set(shown["model"]) == {m[0] for m in MODELS}
     page = parse(html_path.read_text(encoding="utf-8"))
     imgs = [a for t, a in page.tags if t == "img"]
-    # severity curve, CE + relative CE bars, robust-vs-epsilon, AUROC + FPR95 bars, clean-vs-robustness scatter
-    assert len(imgs) == 7
+    # severity curve, CE + relative CE bars, robust-vs-epsilon, AUROC + FPR95 bars; headline dot plot and the
+    # ViT-minus-CNN forest plot (no error-consistency matrix: these records have no per-image outcomes)
+    assert len(imgs) == 8
     assert all(a["src"].startswith("data:image/png;base64,") and a.get("alt") for a in imgs)
     assert not any(t == "script" for t, _ in page.tags)
     assert not any(a.get("src", "").startswith(("http:", "https:")) or a.get("href", "").startswith("http")
@@ -138,14 +139,19 @@ def test_report_sections_follow_the_records(full_report: tuple[Path, str, Path])
 def test_family_summary_values(tmp_path: Path) -> None:
     records = Store(make_store(tmp_path / "s.sqlite", suites=("clean",)), readonly=True).records()
     report = build_report(records)
-    table = report.summary.table.set_index("metric")
+    (group,) = report.groups
+    table = group.table.set_index("metric")
     assert list(report.models) == ["vit_a", "vit_$x^2$_c", "cnn_b"]  # ViTs first
-    assert table.loc["clean/top1", "vit mean (2)"] == pytest.approx((0.95 + 0.90) / 2)
-    assert table.loc["clean/top1", "cnn mean (1)"] == pytest.approx(0.97)
-    assert table.loc["clean/top1", "vit − cnn"] == pytest.approx(0.925 - 0.97)
-    assert table.loc["clean/top1", "best family"] == "cnn"
-    assert table.loc["clean/nll", "better"] == "lower" and table.loc["clean/nll", "best family"] == "cnn"
-    assert table.loc["clean/top5", "best family"] == "tie"
+    assert table.loc["clean/top1", "vit mean (2)"] == "0.9250"
+    assert table.loc["clean/top1", "vit_a [vit]"] == "0.9500 (no interval)"  # no outcomes stored
+    assert table.loc["clean/top1", "n"] == 100
+    # the difference is shown, but without per-image outcomes nothing is declared better
+    assert table.loc["clean/top1", "ViT − CNN [95% CI]"] == "-0.0450 (no interval)"
+    assert table.loc["clean/top1", "verdict"] == "tie"
+    assert table.loc["clean/nll", "better"] == "lower"
+    comps = report.results.comparisons.set_index("metric")
+    assert comps.loc["clean/top1", "diff"] == pytest.approx(0.925 - 0.97)
+    assert set(comps["verdict"]) == {"tie"}
 
 
 def test_markdown_summary(full_report: tuple[Path, str, Path]) -> None:
@@ -190,7 +196,6 @@ def test_corruption_without_severity_cells_has_no_severity_figure(tmp_path: Path
         records = store.records()
     report = build_report(records)
     assert [f.title for s in report.sections for f in s.figures] == []
-    assert report.scatter is None  # no clean accuracy to plot against
 
 
 def test_headline_takes_shallow_levels_and_primary_metric() -> None:
@@ -199,9 +204,11 @@ def test_headline_takes_shallow_levels_and_primary_metric() -> None:
         "metric": ["mce", "relative_mce", "ce", "error", "ce", "error"] + ["clean_acc", "robust_acc"] * 10,
     })
     rows["path"] = ["s/" + (c + "/" if c else "") + m for c, m in zip(rows["cell"], rows["metric"], strict=True)]
-    assert headline_paths(rows.iloc[:6]) == ["s/mce", "s/relative_mce", "s/a/ce", "s/a/error", "s/b/ce", "s/b/error"]
+    assert headline_paths(rows.iloc[:6]) == ["s/mce", "s/relative_mce"]
     deep = headline_paths(rows.iloc[6:])
-    assert len(deep) == 10 and all(p.endswith("/robust_acc") for p in deep)
+    assert len(deep) == 10 and all(p.endswith("/robust_acc") for p in deep)  # all of them: no cap
+    rows["kind"] = "corruption"  # a known kind: its entry in the one headline list
+    assert headline_paths(rows.iloc[:6]) == ["s/mce", "s/relative_mce"]
 
 
 def test_model_names_are_escaped(tmp_path: Path) -> None:

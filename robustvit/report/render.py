@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from robustvit.errors import UserError
 from robustvit.report import figures, sections, summary
-from robustvit.report.data import latest
 from robustvit.report.tables import html_table, markdown_table, md_escape
+from robustvit.results.select import model_order
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from robustvit.results import Results
 
 TEMPLATE = "report.html.j2"
 HTML_NAME = "index.html"
@@ -24,49 +26,57 @@ RECORDS_NAME = "records.csv"
 
 @dataclass
 class Report:
-    """Everything the page and the Markdown summary show, computed once from the records."""
+    """Everything the page and the Markdown summary show, computed once from the results layer."""
 
     title: str
     source: str
     generated: str
-    selected: pd.DataFrame
+    results: Results
     models: dict[str, str]
-    summary: summary.SummaryTable
+    groups: list[summary.GroupSummary]
     warnings: pd.DataFrame
     models_table: pd.DataFrame
     runs_table: pd.DataFrame | None
     sections: list[sections.Section] = field(default_factory=list)
-    scatter: figures.Figure | None = None
+    figures: list[figures.Figure] = field(default_factory=list)
+
+    @property
+    def selected(self) -> pd.DataFrame:
+        return self.results.selected
 
 
 def build_report(records: pd.DataFrame, *, runs: pd.DataFrame | None = None, title: str = "robustvit: ViT vs CNN",
-                 source: str = "records") -> Report:
-    """Compute the report's tables and figures from records (each model's latest values).
+                 source: str = "records", results: Results | None = None) -> Report:
+    """Compute the report's tables and figures from records (each model's latest values per protocol).
+
+    ``results`` (:func:`robustvit.results.analyse` of the same records, with their outcomes) gives the
+    paired comparisons; without it, records are analysed without outcomes (intervals as stored, ties).
 
     Raises:
         UserError: when there are no records to report.
     """
-    selected = latest(records)
+    from robustvit.results import analyse
+
+    res = results if results is not None else analyse(records)
+    selected = res.selected
     if selected.empty:
         raise UserError("no records to report (run an evaluation first, or loosen the filters)")
-    models = summary.model_order(selected)
+    models = model_order(selected)
     style = figures.Style(models)
-    headline: list[str] = []
-    suites = summary.suite_order(selected)
-    for s in suites:
-        headline += summary.headline_paths(selected[selected["suite"] == s])
+    groups = res.groups()
     return Report(
         title=title,
         source=source,
         generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        selected=selected,
+        results=res,
         models=models,
-        summary=summary.summary_table(selected, headline, models),
+        groups=summary.group_summaries(res),
         warnings=summary.flag_warnings(selected),
         models_table=summary.models_table(selected, models),
         runs_table=summary.runs_table(runs, set(selected["run_id"].astype(str))),
-        sections=[sections.build_section(selected[selected["suite"] == s], s, style, models) for s in suites],
-        scatter=sections.scatter_figure(selected, style),
+        sections=[sections.build_section(rows, suite, style, models, protocol=str(rows["protocol_label"].iloc[0]))
+                  for suite, _p, rows in groups],
+        figures=summary.comparison_figures(res, style),
     )
 
 
@@ -84,6 +94,7 @@ def render_html(report: Report) -> str:
     families: dict[str, int] = {}
     for fam in report.models.values():
         families[fam] = families.get(fam, 0) + 1
+    ec = summary.consistency_table(report.results)
     return env.get_template(TEMPLATE).render(
         title=report.title,
         version=__version__,
@@ -93,8 +104,9 @@ def render_html(report: Report) -> str:
         models=report.models,
         family_counts=list(families.items()),
         warnings=report.warnings.to_dict(orient="records"),
-        summary_html=html_table(report.summary.table, titles=report.summary.titles),
-        scatter=report.scatter,
+        groups=[{"title": g.title, "html": html_table(g.table, titles=g.titles)} for g in report.groups],
+        comparison_figures=report.figures,
+        consistency_html=html_table(ec) if not ec.empty else None,
         sections=report.sections,
         models_html=html_table(report.models_table),
         runs_html=html_table(report.runs_table) if report.runs_table is not None else None,
@@ -115,7 +127,12 @@ def render_markdown(report: Report, html_name: str | None = HTML_NAME) -> str:
             lines.append(f"- **{md_escape(w.model)}** ({md_escape(w.family)}): {md_escape(where)}: "
                          f"{md_escape(w.check)} (run {md_escape(w.run_id)})")
         lines.append("")
-    lines += ["## ViT vs CNN (headline metrics)", "", markdown_table(report.summary.table), ""]
+    lines += ["## ViT vs CNN (headline metrics, per protocol)", "", summary.VERDICT_NOTE, ""]
+    for g in report.groups:
+        lines += [f"### {md_escape(g.title)}", "", markdown_table(g.table), ""]
+    ec = summary.consistency_table(report.results)
+    if not ec.empty:
+        lines += ["### Error consistency (Cohen's kappa over per-image correctness)", "", markdown_table(ec), ""]
     cols = ["model", "family", "params", "model_sha", "date", "suite_versions"]
     lines += ["## Models", "", markdown_table(report.models_table[cols]), ""]
     if html_name:
@@ -124,7 +141,8 @@ def render_markdown(report: Report, html_name: str | None = HTML_NAME) -> str:
 
 
 def write_report(records: pd.DataFrame, out_dir: str | os.PathLike[str], *, runs: pd.DataFrame | None = None,
-                 title: str = "robustvit: ViT vs CNN", source: str = "records") -> tuple[Path, str]:
+                 title: str = "robustvit: ViT vs CNN", source: str = "records",
+                 results: Results | None = None) -> tuple[Path, str]:
     """Write ``index.html``, ``summary.md`` and ``records.csv`` (the rows shown) into ``out_dir``.
 
     Args:
@@ -133,11 +151,12 @@ def write_report(records: pd.DataFrame, out_dir: str | os.PathLike[str], *, runs
         runs: Run manifests (``Store.runs()``) for the provenance table, optional.
         title: Page title.
         source: Where the records came from (shown on the page), e.g. the store path.
+        results: The results layer's analysis of the records with their outcomes (see :func:`build_report`).
 
     Returns:
         The HTML file's path and the Markdown summary text.
     """
-    report = build_report(records, runs=runs, title=title, source=source)
+    report = build_report(records, runs=runs, title=title, source=source, results=results)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -155,13 +174,17 @@ def write_report(records: pd.DataFrame, out_dir: str | os.PathLike[str], *, runs
 def write_report_from_store(store_path: str | os.PathLike[str] | None, out_dir: str | os.PathLike[str], *,
                             title: str = "robustvit: ViT vs CNN", **filters: Any) -> tuple[Path, str]:
     """Read a store (read-only) with record filters and write the report; see :func:`write_report`."""
+    from robustvit.results import OutcomeSource, analyse
     from robustvit.store import Store
 
     with Store(store_path, readonly=True) as store:
         records = store.records(**filters)
         runs = store.runs()
         source = str(store.path)
-    return write_report(records, out_dir, runs=runs, source=source, title=title)
+        if records.empty:
+            raise UserError("no records to report (run an evaluation first, or loosen the filters)")
+        results = analyse(records, OutcomeSource.from_store(store), store.protocols())
+    return write_report(records, out_dir, runs=runs, source=source, title=title, results=results)
 
 
 def _atomic_write(path: Path, text: str) -> None:

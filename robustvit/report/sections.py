@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from markupsafe import Markup
 
 from robustvit.report import figures
-from robustvit.report.summary import headline_paths, is_flag, ordered_paths, provenance, suite_order
+from robustvit.report.summary import is_flag, ordered_paths, provenance
 from robustvit.report.tables import html_table
 
 if TYPE_CHECKING:
@@ -50,6 +50,7 @@ class Section:
     suite: str
     versions: str
     datasets: str
+    protocol: str = ""
     figures: list[figures.Figure] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -135,19 +136,24 @@ def wide_table(rows: pd.DataFrame, paths: list[str], models: dict[str, str]) -> 
     """Rows = metric paths, columns = models (values and provenance tooltips)."""
     import pandas as pd
 
+    from robustvit.results.export import with_interval
+
     present = [m for m in models if m in set(rows["model"])]
-    values = {(r["path"], r["model"]): (r["value"], provenance(r)) for _, r in rows.iterrows()}
-    table = pd.DataFrame([{"metric": p, **{m: values.get((p, m), (float("nan"), ""))[0] for m in present}}
+    values = {(r["path"], r["model"]): (with_interval(r["value"], r["ci_low"], r["ci_high"]), provenance(r))
+              for _, r in rows.iterrows()}
+    table = pd.DataFrame([{"metric": p, **{m: values.get((p, m), ("", ""))[0] for m in present}}
                           for p in paths], columns=["metric", *present])
     tips = pd.DataFrame([{"metric": "", **{m: values.get((p, m), (0, "not measured"))[1] for m in present}}
                          for p in paths], columns=["metric", *present])
     return table, tips
 
 
-def build_section(rows: pd.DataFrame, suite: str, style: figures.Style, models: dict[str, str]) -> Section:
-    """Figures and tables for one suite's selected rows."""
+def build_section(rows: pd.DataFrame, suite: str, style: figures.Style, models: dict[str, str],
+                  protocol: str = "") -> Section:
+    """Figures and tables for one protocol group of a suite (its selected rows)."""
     versions = ", ".join(sorted({f"v{v}" for v in rows["suite_version"]}))
-    section = Section(suite=suite, versions=versions, datasets=", ".join(sorted(set(rows["dataset"].astype(str)))))
+    section = Section(suite=suite, versions=versions, datasets=", ".join(sorted(set(rows["dataset"].astype(str)))),
+                      protocol=protocol)
     fig = severity_figure(rows, style, suite)
     if fig:
         section.figures.append(fig)
@@ -172,43 +178,3 @@ def build_section(rows: pd.DataFrame, suite: str, style: figures.Style, models: 
     section.tables.append(Table(f"{suite}: all {len(paths)} metrics", html_table(table, titles=tips),
                                 collapsed=len(paths) > 12))
     return section
-
-
-def scatter_figure(selected: pd.DataFrame, style: figures.Style, clean_path: str = "clean/top1",
-                   max_panels: int = 9, per_metric: int = 3) -> figures.Figure | None:
-    """Clean accuracy against each suite's headline robustness metrics, one point per model.
-
-    A metric headlining up to ``per_metric`` cells gets a panel per cell; more cells are averaged
-    (over the cells every model has) into one panel.
-    """
-    import pandas as pd
-
-    clean = selected[selected["path"] == clean_path].set_index("model")["value"]
-    if clean.dropna().empty:
-        return None
-    clean_suite = clean_path.split("/")[0]
-    frames = []
-    for suite in suite_order(selected):
-        if suite == clean_suite:
-            continue
-        rows = selected[selected["suite"] == suite]
-        head = rows[rows["path"].isin(headline_paths(rows))]
-        for metric, mrows in head.groupby("metric", sort=False):
-            paths = list(dict.fromkeys(mrows["path"]))
-            if len(paths) <= per_metric:
-                frames.append(mrows.assign(panel=mrows["path"])[["model", "panel", "value"]])
-                continue
-            common = _common(mrows, "cell")
-            if not common.empty:
-                mean = common.groupby("model", as_index=False)["value"].mean()
-                frames.append(mean.assign(panel=f"{suite}: mean {metric} over {common['cell'].nunique()} cells"))
-    if not frames:
-        return None
-    points = pd.concat(frames, ignore_index=True)
-    points["x"] = points["model"].map(clean)
-    points = points.dropna(subset=["x", "value"])
-    panels = list(dict.fromkeys(points["panel"]))[:max_panels]
-    if not panels:
-        return None
-    return figures.scatter(points, style, xlabel=clean_path, panels=panels,
-                           title="Clean accuracy against robustness")
