@@ -18,6 +18,7 @@ Within one protocol every model saw the same images, so families are compared on
 from __future__ import annotations
 
 import math
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -218,7 +219,10 @@ def consistency(selected: pd.DataFrame, source: OutcomeSource) -> pd.DataFrame:
             n = len(next(iter(arrays.values())))
         if not cells:
             continue
-        mean = {k: np.nanmean(np.stack(v), axis=0) for k, v in (("kappa", kappas), ("c_obs", c_obs), ("c_exp", c_exp))}
+        with warnings.catch_warnings():  # kappa is NaN where both models are always right (c_exp = 1)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = {k: np.nanmean(np.stack(v), axis=0)
+                    for k, v in (("kappa", kappas), ("c_obs", c_obs), ("c_exp", c_exp))}
         suite = str(group["suite"].iloc[0])
         for i, v in enumerate(vits):
             for j, c in enumerate(cnns):

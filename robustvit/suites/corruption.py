@@ -254,12 +254,12 @@ class CorruptionSuite(Suite):
             if base is not None:
                 per_ce[name] = m.corruption_error(errs, base)
                 result.add("ce", per_ce[name], n, False)
-                per_image.add(name, "ce", per_image.sum(cells), sum(base.values()))
+                per_image.add(name, "ce", per_image.sum(cells), sum(base[s] for s in self.severities))
                 if not math.isnan(clean) and base_clean is not None:
                     per_rce[name] = m.relative_corruption_error(errs, clean, base, base_clean)
                     result.add("relative_ce", per_rce[name], n, False)
                     per_image.add(name, "relative_ce", per_image.sum(cells, minus=CLEAN),
-                                  sum(b - base_clean for b in base.values()))
+                                  sum(base[s] - base_clean for s in self.severities))
             result.outcomes = per_image.outcomes(name)
             out.append(result)
         if len(per_error) < len(self.corruptions):
