@@ -43,7 +43,7 @@ def test_eval_then_reuse_then_results(store_path: Path, capsys: pytest.CaptureFi
             "--store", str(store_path), "--device", "cpu"]
     assert main(args) == 0
     out, err = capsys.readouterr()
-    assert "zoo_vit [vit]" in out and "zoo_resnet [cnn]" in out and "vit - cnn" in out and "top1" in out
+    assert "zoo_vit [vit]" in out and "zoo_resnet [cnn]" in out and "ViT − CNN [95% CI]" in out and "top1" in out
     assert "computed 2 cells" in err
     assert main(args) == 0
     out2, err2 = capsys.readouterr()
@@ -51,12 +51,13 @@ def test_eval_then_reuse_then_results(store_path: Path, capsys: pytest.CaptureFi
     assert out2 == out
     assert main(["results", "--store", str(store_path), "--format", "csv"]) == 0
     csv = capsys.readouterr().out
-    assert csv.splitlines()[0].startswith("clean,zoo_vit [vit],zoo_resnet [cnn]")
-    assert main(["results", "--store", str(store_path), "--records", "--format", "json", "--model", "zoo_vit"]) == 0
+    assert csv.splitlines()[0].startswith("model,family,protocol,protocol_label,metric,value,ci_low,ci_high,n,")
+    assert main(["results", "--store", str(store_path), "--format", "json", "--model", "zoo_vit"]) == 0
     import json
 
-    rows = json.loads(capsys.readouterr().out)
-    assert {r["metric"] for r in rows} == {"top1", "top5", "nll", "ece"} and all(r["n"] == 100 for r in rows)
+    rows = json.loads(capsys.readouterr().out)["records"]
+    assert {r["metric"] for r in rows} == {"clean/top1", "clean/top5", "clean/nll", "clean/ece"}
+    assert all(r["n"] == 100 and r["ci_low"] <= r["value"] <= r["ci_high"] for r in rows)
 
 
 def test_run_suite_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

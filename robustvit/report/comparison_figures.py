@@ -9,6 +9,7 @@ colours, :func:`label` for every text taken from the data, and a :class:`Figure`
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import TYPE_CHECKING, Any
 
 from robustvit.report.figures import FAMILY_COLORS, OTHER_COLOR, Figure, Style, _encode, _pyplot, label
@@ -168,7 +169,7 @@ def forest_plot(comparisons: pd.DataFrame, *, title: str, _positions: list | Non
         x = sign * float(r["diff"])
         has_ci = _finite(r["ci_low"]) and _finite(r["ci_high"])
         lo, hi = sorted((sign * float(r["ci_low"]), sign * float(r["ci_high"]))) if has_ci else (math.nan, math.nan)
-        row = label(f"{r['metric']} \u00b7 {r['protocol_label']}", width=60)
+        row = label(f"{r['metric']} \u00b7 {r['protocol_label']}" if r["protocol_label"] else str(r["metric"]), width=60)
         labels.append(row)
         if _positions is not None:
             _positions.append((row, x, lo, hi))
@@ -244,7 +245,7 @@ def consistency_matrix(pairs: pd.DataFrame, *, title: str) -> Figure | None:
         ax.set_xlabel("CNN model", fontsize="small")
         finite = mat.stack().dropna()
         mean = f" (mean \u03ba = {finite.mean():.2f})" if len(finite) else ""
-        ax.set_title(label(p, width=50) + mean, fontsize="small")
+        ax.set_title("\n".join(textwrap.wrap(label(p, width=80) + mean, 44)), fontsize="small")
         if max(mat.shape) <= 12:
             for (i, j), k in [((i, j), mat.iat[i, j]) for i in range(mat.shape[0]) for j in range(mat.shape[1])]:
                 ax.text(j, i, f"{k:.2f}" if _finite(k) else "\u2013", ha="center", va="center", fontsize=7,

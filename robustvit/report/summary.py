@@ -69,9 +69,12 @@ def comparison_figures(res: Results, style: Style) -> list[Figure]:
     several = sel.groupby("suite")["protocol"].nunique()
     panel = [p if several.get(s, 1) == 1 else f"{p} · {lab}"
              for p, s, lab in zip(sel["path"], sel["suite"], sel["protocol_label"], strict=True)]
+    comps = res.comparisons
+    comps = comps.assign(protocol_label=[lab if several.get(s, 1) > 1 else ""
+                                         for s, lab in zip(comps["suite"], comps["protocol_label"], strict=True)])
     out = [dot_plot(sel.assign(panel=panel), style, title="Headline metrics by family (dots: models, whiskers: "
                     "95% intervals, diamonds: family means)"),
-           forest_plot(res.comparisons, title="ViT minus CNN per headline metric (paired 95% intervals)"),
+           forest_plot(comps, title="ViT minus CNN per headline metric (paired 95% intervals)"),
            consistency_matrix(res.consistency.assign(panel=res.consistency["protocol_label"]),
                               title="Error consistency of ViT-CNN pairs")]
     return [f for f in out if f is not None]

@@ -70,10 +70,14 @@ class Resampler:
         v = np.asarray(values, dtype=np.float64)
         flat = v.ndim == 1
         v = v[:, None] if flat else v
-        counts = self.counts(pool, v.shape[0]).astype(np.float64)
+        counts = self.counts(pool, v.shape[0])
         mask = ~np.isnan(v)
         with np.errstate(invalid="ignore", divide="ignore"):
-            reps = (counts @ np.where(mask, v, 0.0)) / (counts @ mask.astype(np.float64))
+            if mask.all():  # every resample has n images: one product (float64 sums of float32 counts)
+                reps = (counts @ v) / max(v.shape[0], 1) if v.shape[0] else np.full((self.n_boot, v.shape[1]), np.nan)
+            else:
+                counts = counts.astype(np.float64)
+                reps = (counts @ np.where(mask, v, 0.0)) / (counts @ mask.astype(np.float64))
         return reps[:, 0] if flat else reps
 
 

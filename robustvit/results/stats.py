@@ -87,11 +87,13 @@ def error_consistency(a_correct: np.ndarray, b_correct: np.ndarray) -> dict[str,
     ``kappa = (c_obs - c_exp) / (1 - c_exp)``. Vectorised over models: ``a_correct`` (m_a, n) and
     ``b_correct`` (m_b, n) give (m_a, m_b) matrices; 1-D inputs give scalars. NaN where ``c_exp`` is 1.
     """
-    a = np.atleast_2d(np.asarray(a_correct, dtype=np.float64))
-    b = np.atleast_2d(np.asarray(b_correct, dtype=np.float64))
+    a = np.atleast_2d(np.asarray(a_correct, dtype=np.float32))
+    b = np.atleast_2d(np.asarray(b_correct, dtype=np.float32))
     n = a.shape[1]
-    both = (a @ b.T + (1 - a) @ (1 - b).T) / n
-    pa, pb = a.mean(1)[:, None], b.mean(1)[None, :]
+    right_a, right_b = a.sum(1, dtype=np.float64)[:, None], b.sum(1, dtype=np.float64)[None, :]
+    both_right = (a @ b.T).astype(np.float64)  # exact: integer counts below 2**24 per pair
+    both = (2 * both_right - right_a - right_b + n) / n  # both right + both wrong
+    pa, pb = right_a / n, right_b / n
     expected = pa * pb + (1 - pa) * (1 - pb)
     with np.errstate(invalid="ignore", divide="ignore"):
         kappa = np.where(expected < 1, (both - expected) / (1 - expected), np.nan)
