@@ -111,7 +111,9 @@ class Store:
         return columns
 
     def _tables(self) -> set[str]:
-        return {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if getattr(self, "_known_tables", None) is None or not {"outcomes", "protocols"} <= self._known_tables:
+            self._known_tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        return self._known_tables
 
     def close(self) -> None:
         self._conn.close()

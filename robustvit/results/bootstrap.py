@@ -73,8 +73,10 @@ class Resampler:
         counts = self.counts(pool, v.shape[0])
         mask = ~np.isnan(v)
         with np.errstate(invalid="ignore", divide="ignore"):
-            if mask.all():  # every resample has n images: one product (float64 sums of float32 counts)
-                reps = (counts @ v) / max(v.shape[0], 1) if v.shape[0] else np.full((self.n_boot, v.shape[1]), np.nan)
+            if not v.shape[0]:
+                reps = np.full((self.n_boot, v.shape[1]), np.nan)
+            elif mask.all():  # every resample has n images: one float32 product (counts are exact)
+                reps = (counts @ v.astype(np.float32)).astype(np.float64) / v.shape[0]
             else:
                 counts = counts.astype(np.float64)
                 reps = (counts @ np.where(mask, v, 0.0)) / (counts @ mask.astype(np.float64))

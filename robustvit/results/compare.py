@@ -58,7 +58,15 @@ class OutcomeSource:
 
     @classmethod
     def from_store(cls, store: Any) -> OutcomeSource:
-        return cls(lambda key, cell: store.outcomes(dict(zip(KEY, key, strict=True)), cell))
+        """Outcomes of a store, read one model-suite-config at a time (all its cells' blobs in one query)."""
+        blobs: dict[tuple, dict[str, bytes]] = {}
+
+        def fetch(key: tuple, cell: str) -> bytes | None:
+            if key not in blobs:
+                blobs[key] = {c: bytes(b) for _k, c, b in store.outcome_blobs([key])}
+            return blobs[key].get(cell)
+
+        return cls(fetch)
 
     @classmethod
     def empty(cls) -> OutcomeSource:
@@ -110,20 +118,19 @@ def compare_families(selected: pd.DataFrame, source: OutcomeSource, paths: Itera
     out: list[dict[str, Any]] = []
     pending: dict[tuple[str, int], list[np.ndarray]] = {}
     waiting: list[_Pending] = []
-    for (protocol, path), group in rows.groupby(["protocol", "path"], sort=False):
-        fams = {f: group[group["family"] == f] for f in ("vit", "cnn")}
-        if any(g.empty for g in fams.values()):
+    for (protocol, path), members in _grouped(rows, ("protocol", "path")).items():
+        fams = {f: [m for m in members if m["family"] == f] for f in ("vit", "cnn")}
+        if not all(fams.values()):
             continue
-        hib = bool(group["higher_is_better"].iloc[-1])
-        means = {f: float(np.nanmean(g["value"].astype(float))) if g["value"].notna().any() else math.nan
-                 for f, g in fams.items()}
+        means = {f: _nanmean([m["value"] for m in ms]) for f, ms in fams.items()}
         row = {"metric": path, "protocol": protocol, "vit": means["vit"], "cnn": means["cnn"],
                "diff": means["vit"] - means["cnn"], "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan,
-               "n": int(group["n"].max()), "verdict": "tie", "higher_is_better": hib,
+               "n": max(int(m["n"]) for m in members), "verdict": "tie",
+               "higher_is_better": bool(members[-1]["higher_is_better"]),
                "vit_models": len(fams["vit"]), "cnn_models": len(fams["cnn"])}
         out.append(row)
-        metric = str(group["metric"].iloc[0])
-        loaded = {f: [source.for_row(r) for _, r in g.iterrows()] for f, g in fams.items()}
+        metric = str(members[0]["metric"])
+        loaded = {f: [source.for_row(m) for m in ms] for f, ms in fams.items()}
         if any(o is None for pairs in loaded.values() for o, _ in pairs):
             continue  # a model without outcomes: no interval, no verdict
         vectors = _linear(loaded, metric)
@@ -145,6 +152,25 @@ def compare_families(selected: pd.DataFrame, source: OutcomeSource, paths: Itera
     return pd.DataFrame(out, columns=list(COMPARISON_COLUMNS))
 
 
+ROW_FIELDS = ("protocol", "path", "suite", "cell", "metric", "model", "family", "value", "n", "higher_is_better",
+              *KEY)
+
+
+def _grouped(rows: pd.DataFrame, by: tuple[str, ...]) -> dict[tuple, list[dict[str, Any]]]:
+    """Rows as plain dicts grouped by ``by`` (first-seen order): no per-row pandas overhead."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    columns = [c for c in ROW_FIELDS if c in rows.columns]
+    for values in zip(*(rows[c].tolist() for c in columns)):
+        row = dict(zip(columns, values, strict=True))
+        groups.setdefault(tuple(row[b] for b in by), []).append(row)
+    return groups
+
+
+def _nanmean(values: list[float]) -> float:
+    finite = [float(v) for v in values if v == v]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
 def _linear(loaded: dict[str, list], metric: str) -> tuple[str, np.ndarray, tuple | None] | None:
     """(pool, per-image ViT-mean minus CNN-mean vector, the two boolean arrays when one model each) or None."""
     arrays, pools = {}, set()
@@ -160,8 +186,7 @@ def _linear(loaded: dict[str, list], metric: str) -> tuple[str, np.ndarray, tupl
     if len(pools) != 1:
         return None
     pool = next(iter(pools))[0]
-    diff = (np.mean([a.astype(np.float64) for a in arrays["vit"]], axis=0)
-            - np.mean([a.astype(np.float64) for a in arrays["cnn"]], axis=0))
+    diff = np.mean(np.stack(arrays["vit"]), axis=0) - np.mean(np.stack(arrays["cnn"]), axis=0)
     singles = None
     if len(arrays["vit"]) == len(arrays["cnn"]) == 1 and all(a[0].dtype == np.bool_ for a in arrays.values()):
         singles = (arrays["vit"][0], arrays["cnn"][0])
@@ -194,17 +219,20 @@ def consistency(selected: pd.DataFrame, source: OutcomeSource) -> pd.DataFrame:
 
     out = []
     rows = selected[selected["family"].isin(("vit", "cnn")) & selected["metric"].isin(CORRECTNESS)]
-    for protocol, group in rows.groupby("protocol", sort=False):
-        metric = next((m for m in CORRECTNESS if (group["metric"] == m).any()), None)
-        group = group[group["metric"] == metric]
-        vits = list(dict.fromkeys(group.loc[group["family"] == "vit", "model"]))
-        cnns = list(dict.fromkeys(group.loc[group["family"] == "cnn", "model"]))
+    for (protocol,), members in _grouped(rows, ("protocol",)).items():
+        metric = next((m for m in CORRECTNESS if any(r["metric"] == m for r in members)), None)
+        members = [r for r in members if r["metric"] == metric]
+        vits = list(dict.fromkeys(r["model"] for r in members if r["family"] == "vit"))
+        cnns = list(dict.fromkeys(r["model"] for r in members if r["family"] == "cnn"))
         if not vits or not cnns:
             continue
         kappas, c_obs, c_exp, cells, n = [], [], [], 0, 0
-        for _cell, cg in group.groupby("cell", sort=False):
+        by_cell: dict[str, list[dict[str, Any]]] = {}
+        for r in members:
+            by_cell.setdefault(str(r["cell"]), []).append(r)
+        for cell_rows in by_cell.values():
             arrays = {}
-            for _, r in cg.iterrows():
+            for r in cell_rows:
                 o, _ = source.for_row(r)
                 arr = None if o is None else o.arrays.get(metric)
                 if arr is not None and arr.dtype == np.bool_:
@@ -223,7 +251,7 @@ def consistency(selected: pd.DataFrame, source: OutcomeSource) -> pd.DataFrame:
             warnings.simplefilter("ignore", RuntimeWarning)
             mean = {k: np.nanmean(np.stack(v), axis=0)
                     for k, v in (("kappa", kappas), ("c_obs", c_obs), ("c_exp", c_exp))}
-        suite = str(group["suite"].iloc[0])
+        suite = str(members[0]["suite"])
         for i, v in enumerate(vits):
             for j, c in enumerate(cnns):
                 out.append({"protocol": protocol, "suite": suite, "vit_model": v, "cnn_model": c, "cells": cells,

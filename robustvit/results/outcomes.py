@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import json
 import struct
+import zlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -88,6 +90,8 @@ def encode(outcomes: Outcomes) -> bytes:
     for name, arr in outcomes.arrays.items():
         if arr.dtype == np.bool_:
             data, dtype = np.packbits(arr).tobytes(), "bool"
+        elif name.startswith("@"):  # pool indices: a range, or increasing deltas, deflated
+            data, dtype = _encode_index(arr)
         else:
             dtype = "<i8" if arr.dtype.kind in "iu" else "<f8" if arr.dtype == np.float64 else "<f4"
             data = np.ascontiguousarray(arr, dtype=dtype).tobytes()
@@ -97,6 +101,28 @@ def encode(outcomes: Outcomes) -> bytes:
     header = json.dumps({"arrays": entries, "pools": outcomes.pools, "meta": outcomes.meta},
                         separators=(",", ":")).encode()
     return _HEADER.pack(MAGIC, len(header)) + header + b"".join(chunks)
+
+
+def _encode_index(index: np.ndarray) -> tuple[bytes, str]:
+    index = np.asarray(index, dtype=np.int64)
+    if index.size == 0 or np.array_equal(index, np.arange(index[0], index[0] + index.size)):
+        return struct.pack("<q", int(index[0]) if index.size else 0), "range"
+    deltas = np.diff(index, prepend=0)
+    return zlib.compress(deltas.astype("<i8").tobytes(), 1), "delta"
+
+
+@lru_cache(maxsize=64)
+def _range(first: int, length: int) -> np.ndarray:
+    out = np.arange(first, first + length, dtype=np.int64)
+    out.flags.writeable = False  # shared by every blob with this pool
+    return out
+
+
+def _decode_index(kind: str, data: bytes, length: int) -> np.ndarray:
+    if kind == "range":
+        (first,) = struct.unpack("<q", data)
+        return _range(first, length)
+    return np.cumsum(np.frombuffer(zlib.decompress(data), dtype="<i8"))
 
 
 def decode(blob: bytes | memoryview) -> Outcomes:
@@ -112,6 +138,8 @@ def decode(blob: bytes | memoryview) -> Outcomes:
         if dtype == "bool":
             packed = np.frombuffer(blob, dtype=np.uint8, count=nbytes, offset=start + offset)
             raw = np.unpackbits(packed, count=length).astype(bool)
+        elif dtype in ("range", "delta"):
+            raw = _decode_index(dtype, blob[start + offset:start + offset + nbytes], length)
         else:
             raw = np.frombuffer(blob, dtype=dtype, count=length, offset=start + offset)
         arrays[name] = raw

@@ -6,12 +6,14 @@ All vectorised over numpy arrays; the tests check them against statsmodels / sci
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 
 LEVEL = 0.95
 
 
+@lru_cache(maxsize=8)
 def z_value(level: float = LEVEL) -> float:
     """The two-sided normal quantile of a confidence level (1.95996 for 95%)."""
     from scipy.stats import norm
