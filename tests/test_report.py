@@ -159,6 +159,7 @@ def test_markdown_summary(full_report: tuple[Path, str, Path]) -> None:
     assert md.startswith("# ViT &lt;vs> CNN")  # user text escaped for GitHub's HTML rendering
     assert "## ⚠ Sanity-check warnings (1)" in md and "**cnn_b**" in md
     assert "| corruption/mce | lower |" in md and "| clean/top1 | higher |" in md
+    assert "| ood/far/energy/auroc | higher |" in md  # no group means stored: the shallowest primary metrics
     assert "corruption/gaussian_noise/3/error" not in md  # deep cells stay in the HTML tables
     assert "Full report with figures" in md
 

@@ -91,7 +91,7 @@ def test_report_renders_with_every_figure(browser, tmp_path: Path) -> None:
     assert errors == [], f"console errors: {errors}"
     images = browser.execute_script(
         "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight, i.alt])")
-    assert len(images) == 7
+    assert len(images) == 8  # 6 section figures, the headline dot plot and the ViT-minus-CNN forest plot
     assert all(done and w > 0 and h > 0 and alt for done, w, h, alt in images), images
     assert browser.execute_script("return document.querySelectorAll('script').length") == 0
     assert browser.title == "robustvit: ViT vs CNN"

@@ -91,8 +91,10 @@ def headline_paths(suite_rows: pd.DataFrame) -> list[str]:
         keep = rows["cell"].fillna("").map(lambda c: re.match(pattern, c) is not None) & rows["metric"].isin(metrics)
         order = {m: i for i, m in enumerate(metrics)}
         picked = rows[keep]
-        cell_of = dict(zip(picked["path"], picked["cell"].fillna(""), strict=True))
-        return sorted(dict.fromkeys(picked["path"]), key=lambda p: (depth(cell_of[p]), order.get(p.rsplit("/", 1)[1], 0)))
+        if not picked.empty:  # else (no aggregate cells stored, say): the generic rule below
+            cell_of = dict(zip(picked["path"], picked["cell"].fillna(""), strict=True))
+            return sorted(dict.fromkeys(picked["path"]),
+                          key=lambda p: (depth(cell_of[p]), order.get(p.rsplit("/", 1)[1], 0)))
     depth_of = dict(zip(rows["path"], rows["cell"].fillna("").map(depth), strict=True))
     metric_of = dict(zip(rows["path"], rows["metric"], strict=True))
     paths = list(dict.fromkeys(rows["path"]))
