@@ -35,8 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
+from robustvit._compat import tomllib
 from robustvit.errors import UserError
 from robustvit.suites.base import Suite
 
@@ -141,28 +140,22 @@ def _check_model(m: ModelConfig) -> None:
 
 
 def check_data(spec: str | dict, where: str) -> None:
-    """A dataset spec names a registered dataset or an existing folder."""
-    from robustvit.registries import DATASETS
+    """A dataset spec names a registered dataset or an existing folder (see :mod:`robustvit.data.spec`)."""
+    from robustvit.data.spec import parse
 
-    target = spec if isinstance(spec, str) else str(spec.get("path") or spec.get("name") or "")
-    if not target:
-        raise UserError(f"{where}: dataset table needs 'path' or 'name'")
-    if is_folder_spec(target):
-        folder = Path(target.removeprefix("folder:"))
-        if not folder.is_dir():
-            raise UserError(f"{where}: dataset folder {str(folder)!r} does not exist")
-    else:
-        try:
-            DATASETS.canonical(target.partition(":")[0])
-        except UserError as exc:
-            raise UserError(f"{where}: {exc}") from None
+    try:
+        parsed = parse(spec)
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
+    if parsed.path is not None and not parsed.path.is_dir():
+        raise UserError(f"{where}: dataset folder {str(parsed.path)!r} does not exist")
 
 
 def is_folder_spec(spec: str | dict) -> bool:
     """Whether a dataset spec names an image folder (rather than a registered dataset)."""
-    if isinstance(spec, dict):
-        return "path" in spec
-    return spec.startswith(("folder:", ".")) or "/" in spec
+    from robustvit.data.spec import is_folder
+
+    return is_folder(spec)
 
 
 def skip_corrupt_images(cfg: RunConfig) -> RunConfig:
@@ -211,8 +204,13 @@ def validate(cfg: RunConfig) -> RunConfig:
     if not cfg.suites:
         raise UserError(f"{where}: no suites to run (add a [suites.<name>] table)")
     check_data(cfg.data, where)
+    seen: dict[str, int] = {}
     for i, m in enumerate(cfg.models):
         check_model(m, f"{where}: [[models]] #{i + 1} ({m.spec})")
+        if m.label in seen:
+            raise UserError(f"{where}: [[models]] #{seen[m.label] + 1} and #{i + 1} are both named {m.label!r}: their "
+                            "records would mix under one name (give each a distinct name = \"...\")")
+        seen[m.label] = i
     return cfg
 
 

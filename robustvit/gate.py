@@ -34,14 +34,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from robustvit._compat import tomllib
 from robustvit.errors import UserError
 from robustvit.results.paths import match_paths, unknown_metric_error
 from robustvit.results.select import latest
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -98,6 +98,9 @@ class CellResult:
     cell: str
     metrics: list[Metric] = field(default_factory=list)
     outcomes: Outcomes | None = None
+    #: compute time of this cell alone, when the suite computed several cells in one shared pass
+    #: (the runner reports the rest of the suite's time as shared work); None: timed by the runner
+    seconds: float | None = None
 
     def add(self, metric: str, value: float, n: int, higher_is_better: bool) -> CellResult:
         self.metrics.append(Metric(metric, value, n, higher_is_better))

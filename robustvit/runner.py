@@ -22,7 +22,7 @@ import torch
 
 from robustvit.config import ModelConfig, RunConfig
 from robustvit.context import FeatureCache, SharedInputs, SuiteContext
-from robustvit.data.catalog import spec_label
+from robustvit.data.catalog import open_source, spec_label
 from robustvit.errors import UserError
 from robustvit.models import ModelWrapper, load_model
 from robustvit.results.bootstrap import Resampler, cell_intervals
@@ -95,17 +95,18 @@ def config_key(suite_kind: str, suite_version: str, options: dict, dataset: str,
 
 
 def protocol_spec(suite_kind: str, suite_version: str, options: dict, dataset: str, fingerprint: str,
-                  limit: int | None, seed: int) -> dict:
+                  limit: int | None, seed: int, shown: tuple[str, ...] = ()) -> dict:
     """What makes two numbers comparable: the suite kind and version, the options that define its numbers,
     the dataset (spec and content fingerprint) and the image subset (limit and seed). Batch size,
-    device, workers and autocast are how a run is executed, not what it measures."""
+    device, workers and autocast are how a run is executed, not what it measures. ``shown``: options
+    every label of the protocol names (not part of its identity)."""
     return {"kind": suite_kind, "version": suite_version, "options": options, "dataset": dataset,
-            "fingerprint": fingerprint, "limit": limit, "seed": seed}
+            "fingerprint": fingerprint, "limit": limit, "seed": seed, "shown": list(shown)}
 
 
 def protocol_id(spec: dict) -> str:
     """``<kind>-<10 hex>``: the protocol's identity in records."""
-    text = json.dumps(spec, sort_keys=True, default=str)
+    text = json.dumps({k: v for k, v in spec.items() if k != "shown"}, sort_keys=True, default=str)
     return f"{spec['kind']}-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
 
 
@@ -133,7 +134,54 @@ class _CellOutcomes(dict):
         return self[cell] if self[cell] is not None else default
 
 
-def build_model(m: ModelConfig) -> ModelWrapper:
+def check_classes(model: ModelWrapper, source, data_label: str) -> None:
+    """The dataset's labels must index the model's outputs (or a class subset map onto them)."""
+    classes = int(getattr(source, "num_classes", 0) or 0)
+    if classes == 0:  # unlabelled data (OOD sets)
+        return
+    valid = getattr(source, "valid_labels", None)
+    outputs = model.num_classes
+    if valid is not None:
+        if max(valid) < outputs:
+            return
+        problem = f"its class subset indexes output {max(valid)}"
+    elif classes == outputs:
+        return
+    else:
+        problem = f"{classes} classes"
+    raise UserError(
+        f"model {model.name!r} has {outputs} outputs but dataset {data_label!r} has {problem}: map the dataset onto "
+        f"the model's classes (classes = \"imagenet_1k\" or a class-list file for folders named by class, subset = "
+        f"\"imagenet_r\" or \"imagenet_a\" for a 200-class subset), or rebuild the head for a checkpoint trained on "
+        f"these classes (num_classes = {classes} in [[models]], --num-classes {classes})")
+
+
+def preflight(cfg: RunConfig, store: Store) -> None:
+    """Everything a run names is opened and checked before the first cell: every dataset (class lists
+    and folders included) and OOD set, data-dependent suite defaults, baseline models, and each model's
+    class space against the data (models are built once here and released)."""
+    evaluation = []
+    for scfg in cfg.suites:
+        data = scfg.data if scfg.data is not None else cfg.data
+        source = open_source(data)
+        scfg.suite.bind(source)
+        evaluation.append((spec_label(data), source))
+        for spec, split in scfg.suite.datasets(data):
+            open_source(spec, split)
+    labels = {m.label for m in cfg.models}
+    for scfg in cfg.suites:
+        for name in scfg.suite.needs_models():
+            if name not in labels and store.records(model=name, suite=scfg.name).empty:
+                raise UserError(f"suite {scfg.name!r}: baseline model {name!r} is neither in this run nor stored "
+                                f"(add it to [[models]], evaluate it first, or set baseline = \"none\")")
+    for mcfg in cfg.models:
+        model = build_model(mcfg, cfg.seed)
+        for label, source in evaluation:
+            check_classes(model, source, label)
+        del model
+
+
+def build_model(m: ModelConfig, seed: int = 0) -> ModelWrapper:
     return load_model(m.spec, checkpoint=m.checkpoint, family=m.family, pretrained=m.pretrained,
                       unsafe_pickle=m.unsafe_pickle, name=m.label, num_classes=m.num_classes,
                       preprocess=m.preprocess, model_kwargs=m.kwargs)
@@ -144,6 +192,7 @@ def execute(cfg: RunConfig, store: Store, *, force: bool = False, on_event: Call
     """Run every (model, suite) of ``cfg``; cells already stored are skipped unless ``force``."""
     emit = on_event or (lambda _e: None)
     device = resolve_device(cfg.device)
+    preflight(cfg, store)
     cache = feature_cache or FeatureCache()
     shared = SharedInputs.for_run(len(cfg.models))
     resampler = Resampler()
@@ -164,7 +213,7 @@ def execute(cfg: RunConfig, store: Store, *, force: bool = False, on_event: Call
     needed = {name for scfg in cfg.suites for name in scfg.suite.needs_models()}
     for mcfg in sorted(cfg.models, key=lambda m: m.label not in needed):
         t0 = time.perf_counter()
-        model = build_model(mcfg)
+        model = build_model(mcfg, cfg.seed)
         emit(Event("model", model.name, detail=f"{model.family}, {model.params:,} params, sha {model.sha}",
                    seconds=time.perf_counter() - t0))
         for scfg in cfg.suites:
@@ -180,7 +229,7 @@ def execute(cfg: RunConfig, store: Store, *, force: bool = False, on_event: Call
                                seed=cfg.seed, limit=limit, amp=cfg.amp, workers=cfg.workers, store=store, key=key,
                                feature_cache=cache, shared=shared, show_progress=show_progress)
             key["protocol_spec"] = protocol_spec(suite.kind, suite.version, suite.config(), spec_label(data),
-                                                 ctx.source().fingerprint, limit, cfg.seed)
+                                                 ctx.source().fingerprint, limit, cfg.seed, suite.label_options)
             key["protocol"] = protocol_id(key["protocol_spec"])
             ctx.key = dict(key)
             summary.keys.append(key)
@@ -191,14 +240,20 @@ def execute(cfg: RunConfig, store: Store, *, force: bool = False, on_event: Call
             summary.cached += len(cells) - len(todo)
             emit(Event("plan", model.name, suite.name, detail=f"{len(todo)} to compute, {len(cells) - len(todo)} stored"))
             t0 = suite_start = time.perf_counter()
+            cell_seconds = 0.0
             for result in suite.run(ctx, todo) if todo else ():
+                took = time.perf_counter() - t0 if result.seconds is None else result.seconds
                 write(key, result, outcomes)
                 summary.computed += 1
-                emit(Event("cell", model.name, suite.name, result.cell, seconds=time.perf_counter() - t0))
+                cell_seconds += took
+                emit(Event("cell", model.name, suite.name, result.cell, seconds=took))
                 t0 = time.perf_counter()
             if todo:
-                emit(Event("suite", model.name, suite.name, detail=f"{len(todo)} cell{'s' if len(todo) != 1 else ''}",
-                           seconds=time.perf_counter() - suite_start))
+                total = time.perf_counter() - suite_start
+                shared = (f" ({cell_seconds:.1f}s in the cells + {total - cell_seconds:.1f}s shared: reading data, "
+                          "forward passes, storing)") if total - cell_seconds >= 1.0 else ""
+                emit(Event("suite", model.name, suite.name, seconds=total,
+                           detail=f"{len(todo)} cell{'s' if len(todo) != 1 else ''} done in {total:.1f}s{shared}"))
             if ctx.skipped:
                 emit(Event("skipped", model.name, suite.name, detail=f"{ctx.skipped} unreadable images skipped"))
             baseline = {name: _baseline_records(store, key, name) for name in suite.needs_models()}

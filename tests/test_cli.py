@@ -147,9 +147,9 @@ def test_bad_checkpoint_and_corrupt_image_fail_cleanly(tmp_path: Path) -> None:
     result = _cli("eval", "--model", "zoo_vit", "--checkpoint", str(bad), "--suite", "clean", "--store", str(store))
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "cannot be loaded safely" in result.stderr and not store.exists()
-    folder = tmp_path / "data" / "0"
-    folder.mkdir(parents=True)
-    (folder / "x.png").write_bytes(b"not a png")
+    for digit in range(10):  # the zoo models' 10 classes, as class folders
+        (tmp_path / "data" / str(digit)).mkdir(parents=True)
+    (tmp_path / "data" / "0" / "x.png").write_bytes(b"not a png")
     result = _cli("eval", "--model", "zoo_vit", "--suite", "clean", "--data", str(tmp_path / "data"), "--store", str(store))
     lines = result.stderr.strip().splitlines()  # progress lines may come first; the error is the one last line
     assert result.returncode == 2 and lines[-1].startswith("robustvit: error: cannot read image"), result.stderr
@@ -167,8 +167,8 @@ def test_skip_corrupt_counts_and_reports(tmp_path: Path, capsys: pytest.CaptureF
             Image.fromarray(np.full((40, 40, 3), 60 * i, dtype=np.uint8)).save(tmp_path / "data" / label / f"{i}.png")
     (tmp_path / "data" / "a" / "broken.png").write_bytes(b"not a png")
     store = tmp_path / "s.sqlite"
-    rc = main(["eval", "--model", "timm:test_resnet", "--no-pretrained", "--suite", "clean", "--data",
-               str(tmp_path / "data"), "--skip-corrupt", "--store", str(store)])
+    rc = main(["eval", "--model", "timm:test_resnet", "--no-pretrained", "--num-classes", "2", "--suite", "clean",
+               "--data", str(tmp_path / "data"), "--skip-corrupt", "--store", str(store)])
     assert rc == 0
     err = capsys.readouterr().err
     assert "1 unreadable images skipped" in err

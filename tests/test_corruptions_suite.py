@@ -26,8 +26,10 @@ def _latest(df, cell: str, metric: str) -> float:
 
 
 def test_cli_eval_zoo_resnet_reproduces_mce_by_hand(store_path: Path) -> None:
+    # digits default to the cifar10_c preset and no baseline; asked for explicitly, ImageNet-C and AlexNet
     code = main(["eval", "--model", "zoo_resnet", "--suite", "corruption", "--limit", "64", "--store", str(store_path),
-                 "--device", "cpu", "--batch-size", "64", "-o", "severities=[3]", "--quiet"])
+                 "--device", "cpu", "--batch-size", "64", "-o", "severities=[3]", "-o", "preset=imagenet_c",
+                 "-o", "baseline=alexnet", "--quiet"])
     assert code == 0
     with Store(store_path, readonly=True) as store:
         df = store.records(model="zoo_resnet", suite="corruption")
@@ -51,9 +53,33 @@ def test_cli_eval_zoo_resnet_reproduces_mce_by_hand(store_path: Path) -> None:
     assert not df[df.metric.isin(["error", "ce", "mce", "relative_mce", "mean_error"])].higher_is_better.any()
     # a second run reuses every cell and starts no new run
     assert main(["eval", "--model", "zoo_resnet", "--suite", "corruption", "--limit", "64", "--store",
-                 str(store_path), "--device", "cpu", "--batch-size", "64", "-o", "severities=[3]", "--quiet"]) == 0
+                 str(store_path), "--device", "cpu", "--batch-size", "64", "-o", "severities=[3]", "-o",
+                 "preset=imagenet_c", "-o", "baseline=alexnet", "--quiet"]) == 0
     with Store(store_path, readonly=True) as store:
         assert len(store.runs()) == 1
+
+
+def test_preset_and_baseline_follow_the_data(store_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """32 px digits: the CIFAR-10-C preset and no AlexNet normalisation, said in the output."""
+    assert main(["eval", "--model", "zoo_resnet", "--suite", "corruption", "--limit", "32", "--store", str(store_path),
+                 "-o", "severities=[1]", "-o", "corruptions=[\"contrast\"]"]) == 0
+    out = capsys.readouterr().out
+    assert "preset=cifar10_c" in out and "baseline=none" in out
+    with Store(store_path, readonly=True) as store:
+        df = store.records(model="zoo_resnet", suite="corruption")
+        spec = next(iter(store.protocols().values()))
+    assert spec["options"]["preset"] == "cifar10_c" and spec["options"]["baseline"] == "none"
+    assert "ce" not in set(df.metric) and "mce" not in set(df.metric)
+    suite = build_suite("corruption", {}, "t").suite
+    from robustvit.data import TensorSource
+
+    big = TensorSource(torch.zeros(2, 3, 224, 224), torch.zeros(2, dtype=torch.long), num_classes=1000, name="x",
+                       fingerprint="x")
+    suite.bind(big)
+    assert (suite.preset, suite.baseline) == ("imagenet_c", "alexnet")
+    big.num_classes = 10  # ImageNet-size images, but not ImageNet's classes: no AlexNet normalisation
+    suite.bind(big)
+    assert (suite.preset, suite.baseline) == ("imagenet_c", "none")
 
 
 def _run(store: Store, models: list[str], options: dict, limit: int = 48, data="digits") -> None:
@@ -231,10 +257,7 @@ def test_missing_root_folder_is_a_user_error(store_path: Path) -> None:
 
 @pytest.mark.parametrize("path", ["suites/imagenet_c.toml", "suites/cifar10_c.toml"])
 def test_shipped_suite_files_are_valid_corruption_suites(path: str) -> None:
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib
+    from robustvit._compat import tomllib
 
     file = Path(__file__).resolve().parents[1] / path
     doc = tomllib.loads(file.read_text())

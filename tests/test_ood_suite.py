@@ -49,7 +49,7 @@ def test_set_names_from_lists_folders_and_tables(tmp_path: Path) -> None:
     assert suite.detectors == ["msp", "mahalanobis"]  # aliases resolved
     assert suite.cells() == ["near/ood_letters/msp", "near/ood_letters/mahalanobis", "near/ninco/msp",
                              "near/ninco/mahalanobis", "far/Open_Images_O/msp", "far/Open_Images_O/mahalanobis"]
-    assert suite.sets["near"]["ninco"] == {"path": "/data/ninco/", "unlabelled": True}
+    assert suite.sets["near"]["ninco"] == {"path": "/data/ninco", "unlabelled": True}
     assert suite.sets["far"]["Open_Images_O"]["path"] == str(Path("~/oi").expanduser())
 
 
@@ -222,7 +222,7 @@ def test_runner_stores_cells_and_aggregates(store_path: Path) -> None:
 
 @pytest.mark.parametrize("path", ["suites/ood_imagenet.toml", "suites/ood_cifar10.toml"])
 def test_shipped_suite_files_are_valid_ood_suites(path: str) -> None:
-    import tomllib
+    from robustvit._compat import tomllib
 
     file = Path(__file__).resolve().parents[1] / path
     doc = tomllib.loads(file.read_text())

@@ -51,7 +51,7 @@ def execute_and_print(cfg, args: argparse.Namespace) -> int:
         elif e.kind == "cell" and e.seconds >= 5:  # only the long cells, to keep the log short
             print(f"[{e.model}] {e.suite} {e.cell or '(all)'} done in {e.seconds:.1f}s", file=sys.stderr)
         elif e.kind == "suite":
-            print(f"[{e.model}] {e.suite}: {e.detail} done in {e.seconds:.1f}s", file=sys.stderr)
+            print(f"[{e.model}] {e.suite}: {e.detail}", file=sys.stderr)
 
     import pandas as pd
 
@@ -81,7 +81,8 @@ def execute_and_print(cfg, args: argparse.Namespace) -> int:
         from robustvit.report import write_report
 
         html_path, markdown = write_report(df, cfg.report["out"], runs=runs, source=str(store.path),
-                                           title=cfg.report.get("title", "robustvit: ViT vs CNN"), results=res)
+                                           title=cfg.report.get("title", "robustvit: ViT vs CNN"), results=res,
+                                           beside=True)
         print(f"\nreport written to {html_path}\n\n{markdown}")
     return 0
 

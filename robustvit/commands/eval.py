@@ -13,6 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="local weights for the model (safetensors or torch state dict)")
     parser.add_argument("--family", choices=("vit", "cnn", "hybrid"), help="override the inferred family")
     parser.add_argument("--no-pretrained", action="store_true", help="random weights (no library weights)")
+    parser.add_argument("--num-classes", type=int, metavar="N",
+                        help="rebuild the classifier head with N outputs (a checkpoint trained on your N classes)")
     parser.add_argument("--unsafe-pickle", action="store_true",
                         help="allow checkpoints that need full unpickling (runs code from the file: trusted files only)")
     parser.add_argument("--suite", action="append", required=True, metavar="NAME",
@@ -23,8 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _parse_options(items: list[str]) -> dict:
-    import tomllib
-
+    from robustvit._compat import tomllib
     from robustvit.errors import UserError
 
     options = {}
@@ -50,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
         raise UserError("--checkpoint needs exactly one --model")
     models = [ModelConfig(spec=m, checkpoint=args.checkpoint, family=args.family,
-                          pretrained=False if args.no_pretrained else None, unsafe_pickle=args.unsafe_pickle)
+                          pretrained=False if args.no_pretrained else None, unsafe_pickle=args.unsafe_pickle,
+                          num_classes=args.num_classes)
               for m in args.model]
     run_opts = {k: getattr(args, k) for k in ("data", "seed", "batch_size", "device", "limit", "amp", "workers")
                 if getattr(args, k) is not None}

@@ -127,8 +127,7 @@ def _suite_config(suite_file: str | None, model: str, device: str | None):
     import tempfile
     from pathlib import Path
 
-    import tomllib
-
+    from robustvit._compat import tomllib
     from robustvit.config import ModelConfig, RunConfig, load_suite_file
     from robustvit.errors import UserError
 

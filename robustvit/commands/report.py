@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"output folder for index.html, summary.md and records.csv (default {DEFAULT_OUT})")
     parser.add_argument("--title", default="robustvit: ViT vs CNN", help="page title")
     parser.add_argument("--quiet", action="store_true", help="print only the report's path")
+    parser.add_argument("--force", action="store_true", help="replace a report written there from another store")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"robustvit report needs the report extra ({exc.name} is missing): "
                         "pip install 'robustvit[report]'") from None
 
-    html_path, markdown = write_report_from_store(args.store, args.out, title=args.title, **record_filters(args))
+    html_path, markdown = write_report_from_store(args.store, args.out, title=args.title, force=args.force,
+                                                  **record_filters(args))
     print(f"report written to {html_path}")
     if not args.quiet:
         print()

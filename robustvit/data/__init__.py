@@ -33,6 +33,10 @@ class Source(Dataset):
     def load(self, index: int) -> tuple[Any, int]:
         raise NotImplementedError
 
+    def image_size(self) -> tuple[int, int] | None:
+        """(height, width) of the stored images (of the first, where sizes vary); None if unknown."""
+        return None
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image, label = self.load(index)
         if self.transform is not None:
@@ -57,6 +61,9 @@ class TensorSource(Source):
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def image_size(self) -> tuple[int, int] | None:
+        return int(self.images.shape[-2]), int(self.images.shape[-1])
 
     def load(self, index: int) -> tuple[torch.Tensor, int]:
         return self.images[index], int(self.labels[index])

@@ -75,32 +75,27 @@ def _split_dir(root: Path, split: str) -> Path:
 
 
 def open_source(spec: str | Mapping[str, Any], split: str = "test") -> Source:
-    """Open the dataset a spec names (see the module docstring).
+    """Open the dataset a spec names (parsed by :func:`robustvit.data.spec.parse`).
 
     Folder specs use ``<root>/<split>`` (``val`` for ``test``) when such a sub-folder exists.
     """
+    from robustvit.data.spec import parse
     from robustvit.registries import DATASETS
 
-    options: dict[str, Any] = {}
-    if isinstance(spec, Mapping):
-        options = dict(spec)
-        target = options.pop("path", None) or options.pop("name", None)
-        if not target:
-            raise UserError(f"dataset {dict(spec)!r} names neither 'path' nor 'name'")
-        spec = str(target)
-    if spec.startswith("folder:") or "/" in spec or spec.startswith(".") or (Path(spec).is_dir() and spec not in DATASETS):
-        root = Path(spec.removeprefix("folder:"))
+    parsed = parse(spec)
+    options = dict(parsed.options)
+    if parsed.path is not None:
         unknown = sorted(set(options) - set(FOLDER_OPTIONS))
         if unknown:
-            raise UserError(f"dataset {spec!r}: unknown option {unknown[0]!r} (allowed: {', '.join(FOLDER_OPTIONS)})")
-        if not root.is_dir():
-            raise UserError(f"dataset folder {str(root)!r} does not exist")
+            raise UserError(f"dataset {str(parsed.path)!r}: unknown option {unknown[0]!r} "
+                            f"(allowed: {', '.join(FOLDER_OPTIONS)})")
+        if not parsed.path.is_dir():
+            raise UserError(f"dataset folder {str(parsed.path)!r} does not exist")
         from robustvit.data.folder import ImageFolderSource
 
-        return ImageFolderSource(_split_dir(root, split), **options)
-    name, _, named_split = spec.partition(":")
-    factory = DATASETS.get(name)
+        return ImageFolderSource(_split_dir(parsed.path, split), **options)
+    factory = DATASETS.get(str(parsed.name))
     try:
-        return factory(named_split or split, **options)
+        return factory(parsed.split or split, **options)
     except TypeError as exc:
-        raise UserError(f"dataset {name!r}: bad options {sorted(options)}: {exc}") from exc
+        raise UserError(f"dataset {parsed.name!r}: bad options {sorted(options)}: {exc}") from exc

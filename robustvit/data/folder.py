@@ -107,6 +107,16 @@ class ImageFolderSource(Source):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def image_size(self) -> tuple[int, int] | None:
+        """(height, width) of the first readable image (PIL reads only its header)."""
+        for path, _ in self.samples[:8]:
+            try:
+                with Image.open(path) as im:
+                    return im.height, im.width
+            except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+                continue
+        return None
+
     def load(self, index: int) -> tuple[Image.Image | None, int]:
         path, label = self.samples[index]
         try:

@@ -114,9 +114,11 @@ def leaderboard(
             "run_id": last["run_id"],
             "date": last["created_at"],
         })
-    df = pd.DataFrame(rows, columns=["model", *cols, *INFO_COLUMNS])
+    info = [c for c in INFO_COLUMNS if not (c == "clean_top1" and CLEAN_ACCURACY in cols)]  # never twice
+    df = pd.DataFrame(rows, columns=["model", *cols, *INFO_COLUMNS])[["model", *cols, *info]]
     df[cols] = df[cols].astype(float)
-    df["clean_top1"] = df["clean_top1"].astype(float)
+    if "clean_top1" in df:
+        df["clean_top1"] = df["clean_top1"].astype(float)
     ascending = not hib.get(cols[0], True)
     df.insert(0, "rank", df[cols[0]].rank(method="min", ascending=ascending).astype("Int64"))
     ci = first.set_index("_key")
@@ -192,14 +194,12 @@ def format_leaderboard(board: pd.DataFrame, fmt: str) -> str:
     note = _others(board)
     if fmt == "md":
         return f"**{_title(board)}**\n\n" + markdown_table(board) + "\n" + (f"\n{note}\n" if note else "")
-    body = f"<h1>{_escape(_title(board))}</h1>\n" + html_table(board) + (f"\n<p>{_escape(note)}</p>" if note else "")
+    from markupsafe import Markup
+
+    body = Markup("<h1>{}</h1>\n").format(_title(board)) + html_table(board)
+    if note:
+        body += Markup("\n<p>{}</p>").format(note)
     return html_document(_title(board), body)
-
-
-def _escape(text: str) -> str:
-    from markupsafe import escape
-
-    return str(escape(text))
 
 
 def _json_value(v: object) -> object:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -22,6 +23,7 @@ TEMPLATE = "report.html.j2"
 HTML_NAME = "index.html"
 MARKDOWN_NAME = "summary.md"
 RECORDS_NAME = "records.csv"
+ORIGIN_NAME = ".robustvit-report.json"  # the store a report was written from
 
 
 @dataclass
@@ -140,9 +142,32 @@ def render_markdown(report: Report, html_name: str | None = HTML_NAME) -> str:
     return "\n".join(lines)
 
 
+def _origin(source: str) -> str:
+    path = Path(source)
+    return str(path.resolve()) if path.suffix in (".sqlite", ".db") or path.exists() else source
+
+
+def _target(out: Path, source: str, *, force: bool, beside: bool) -> Path:
+    """``out``, unless it holds a report written from another store: then refuse (or, with ``beside``,
+    write next to it, in ``<out>-<store name>``), so no report silently replaces another store's."""
+    marker = out / ORIGIN_NAME
+    if force or not (out / HTML_NAME).exists() or not marker.exists():
+        return out
+    try:
+        other = json.loads(marker.read_text(encoding="utf-8")).get("store")
+    except (OSError, ValueError):
+        other = None
+    if other in (None, _origin(source)):
+        return out
+    if beside:
+        return _target(out.with_name(f"{out.name}-{Path(source).stem}"), source, force=force, beside=False)
+    raise UserError(f"{str(out)!r} holds a report of another store ({other}); pass --force to replace it, "
+                    "or --out another folder")
+
+
 def write_report(records: pd.DataFrame, out_dir: str | os.PathLike[str], *, runs: pd.DataFrame | None = None,
                  title: str = "robustvit: ViT vs CNN", source: str = "records",
-                 results: Results | None = None) -> tuple[Path, str]:
+                 results: Results | None = None, force: bool = False, beside: bool = False) -> tuple[Path, str]:
     """Write ``index.html``, ``summary.md`` and ``records.csv`` (the rows shown) into ``out_dir``.
 
     Args:
@@ -152,16 +177,19 @@ def write_report(records: pd.DataFrame, out_dir: str | os.PathLike[str], *, runs
         title: Page title.
         source: Where the records came from (shown on the page), e.g. the store path.
         results: The results layer's analysis of the records with their outcomes (see :func:`build_report`).
+        force: Replace a report written from another store.
+        beside: Instead of refusing to replace another store's report, write to ``<out_dir>-<store name>``.
 
     Returns:
         The HTML file's path and the Markdown summary text.
     """
     report = build_report(records, runs=runs, title=title, source=source, results=results)
-    out = Path(out_dir)
+    out = _target(Path(out_dir), source, force=force, beside=beside)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create report folder {str(out)!r}: {exc.strerror}") from exc
+    _atomic_write(out / ORIGIN_NAME, json.dumps({"store": _origin(source)}) + "\n")
     html = render_html(report)
     markdown = render_markdown(report)
     cols = [c for c in report.selected.columns if c not in ("order",)]
@@ -172,7 +200,8 @@ def write_report(records: pd.DataFrame, out_dir: str | os.PathLike[str], *, runs
 
 
 def write_report_from_store(store_path: str | os.PathLike[str] | None, out_dir: str | os.PathLike[str], *,
-                            title: str = "robustvit: ViT vs CNN", **filters: Any) -> tuple[Path, str]:
+                            title: str = "robustvit: ViT vs CNN", force: bool = False,
+                            **filters: Any) -> tuple[Path, str]:
     """Read a store (read-only) with record filters and write the report; see :func:`write_report`."""
     from robustvit.results import OutcomeSource, analyse
     from robustvit.store import Store
@@ -184,7 +213,7 @@ def write_report_from_store(store_path: str | os.PathLike[str] | None, out_dir: 
         if records.empty:
             raise UserError("no records to report (run an evaluation first, or loosen the filters)")
         results = analyse(records, OutcomeSource.from_store(store), store.protocols())
-    return write_report(records, out_dir, runs=runs, source=source, title=title, results=results)
+    return write_report(records, out_dir, runs=runs, source=source, title=title, results=results, force=force)
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -160,9 +160,30 @@ def render(table: pd.DataFrame, fmt: str) -> str:
     return table.to_string(index=False)
 
 
+def warnings_table(res: Results) -> pd.DataFrame:
+    """Raised sanity flags (``flag_*`` metrics with a non-zero value): model, family, where, which check."""
+    from robustvit.results.select import FLAG_PREFIX, is_flag
+
+    sel = res.selected
+    flags = sel[sel["metric"].map(is_flag) & (sel["value"].fillna(0).astype(float) != 0)]
+    return pd_frame({"model": flags["model"], "family": flags["family"],
+                     "where": flags["path"].str.rsplit("/", n=1).str[0],
+                     "check": flags["metric"].str.slice(len(FLAG_PREFIX)).str.replace("_", " ")})
+
+
+def pd_frame(columns: dict[str, Any]) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame(columns).reset_index(drop=True)
+
+
 def summary_text(res: Results, fmt: str = "table", *, paths: list[str] | None = None) -> str:
-    """The ViT-vs-CNN summary: one table per protocol group, then error consistency."""
+    """The ViT-vs-CNN summary: raised sanity flags, one table per protocol group, then error consistency."""
     parts = []
+    flags = warnings_table(res)
+    if not flags.empty:
+        parts.append(f"## WARNING: {len(flags)} sanity check(s) raised (these numbers may overstate robustness or "
+                     f"reveal broken detectors)\n\n{render(flags, fmt)}")
     for title, table in group_tables(res, paths=paths):
         parts.append(f"## {title}\n\n{render(table, fmt)}")
     ec = consistency_table(res)

@@ -142,7 +142,8 @@ def protocol_labels(selected: pd.DataFrame, specs: Mapping[str, Mapping[str, Any
                 labels[p] = f"{suite} · legacy {p.rsplit('-', 1)[-1][:8]}"
                 continue
             subset = "all images" if spec.get("limit") is None else f"limit {spec['limit']}, seed {spec.get('seed')}"
-            extra = ", ".join(f"{k}={_short(opts.get(k))}" for k in sorted(differ))
+            named = list(dict.fromkeys([*spec.get("shown", []), *sorted(differ)]))
+            extra = ", ".join(f"{k}={_short(opts.get(k))}" for k in named)
             labels[p] = f"{suite} · {spec.get('dataset')} · {subset}" + (f" · {extra}" if extra else "")
         if len(set(labels[p] for p in protocols)) < len(protocols):  # still ambiguous: add the ids
             for p in protocols:

@@ -38,6 +38,8 @@ class Suite:
     version: ClassVar[str] = "1"
     #: allowed option names and their defaults
     options: ClassVar[Mapping[str, Any]] = {}
+    #: options every protocol label of this suite names (e.g. the corruption preset and mCE baseline)
+    label_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str | None = None, **opts: Any) -> None:
         self.name = name or self.kind
@@ -71,6 +73,14 @@ class Suite:
     def config(self) -> dict[str, Any]:
         """The options that define the numbers (part of the cache key)."""
         return dict(self.opts)
+
+    def bind(self, source: Any) -> None:
+        """Resolve data-dependent defaults from the evaluation dataset's source (called before any work)."""
+
+    def datasets(self, data: Any) -> list[tuple[Any, str]]:
+        """Other ``(dataset spec, split)`` pairs the suite reads besides the evaluation data (OOD sets,
+        a fitting split); the runner opens them all before any work. None by default."""
+        return []
 
     def needs_models(self) -> list[str]:
         """Models (by name) whose stored results :meth:`aggregate` reads; the runner evaluates the

@@ -16,7 +16,9 @@ Aggregates (:meth:`CorruptionSuite.aggregate`, a function of the stored cells):
 
 Options:
 
-* ``preset``: ``imagenet_c`` (imagecorruptions 1.1.2, default) or ``cifar10_c`` (CIFAR-10-C generator).
+* ``preset``: ``auto`` (default: ``cifar10_c`` for data of at most 64 px, CIFAR-like; else
+  ``imagenet_c``; a disk source's own), ``imagenet_c`` (imagecorruptions 1.1.2) or ``cifar10_c``
+  (the CIFAR-10-C generator).
 * ``corruptions``: ``benchmark`` (the 15, default), ``all`` (19), ``extra``, a family, or a list of names.
 * ``severities``: list of 1-5 (default all five).
 * ``source``: ``generate`` (corrupt the evaluation images on the fly, on the model's device),
@@ -25,7 +27,8 @@ Options:
 * ``root``: folder of the released files (disk sources).
 * ``classes``: class list of ImageNet-C folders (default: ``imagenet_1k`` for 1000-class models,
   else the sorted folder names).
-* ``baseline``: ``auto`` (AlexNet for ImageNet-C, none for CIFAR-10-C), ``alexnet``, ``none``, or the
+* ``baseline``: ``auto`` (AlexNet's published errors for the imagenet_c preset on ImageNet-class data,
+  i.e. 1,000 classes or an ImageNet class subset; else none), ``alexnet``, ``none``, or the
   name of a stored model evaluated with the same suite options, whose errors normalise CE (when it
   is one of the run's models, the runner evaluates it first).
 * ``frost_dir``: folder of the frost textures (default: the installed ``imagecorruptions`` data files).
@@ -60,6 +63,8 @@ if TYPE_CHECKING:
     from robustvit.context import SuiteContext
 
 SOURCES = ("generate", "imagenet_c_disk", "cifar10_c_disk")
+AUTO = "auto"
+SMALL_IMAGES = 64  # data at most this many pixels on a side is CIFAR-like: the cifar10_c preset
 CLEAN = "clean"
 _SAVE_EVERY_S = 1.0  # progress of the generate mode is saved after a batch at most this often
 _STATE_VERSION = 2  # partial state: per-image correctness as packed bits
@@ -70,8 +75,9 @@ class CorruptionSuite(Suite):
 
     kind: ClassVar[str] = "corruption"
     version: ClassVar[str] = "2"
+    label_options: ClassVar[tuple[str, ...]] = ("preset", "baseline")  # which baseline normalised the mCE
     options: ClassVar[dict[str, Any]] = {
-        "preset": "imagenet_c", "corruptions": "benchmark", "severities": [1, 2, 3, 4, 5], "source": "generate",
+        "preset": "auto", "corruptions": "benchmark", "severities": [1, 2, 3, 4, 5], "source": "generate",
         "root": None, "classes": None, "baseline": "auto", "frost_dir": None,
     }
 
@@ -81,8 +87,8 @@ class CorruptionSuite(Suite):
         from robustvit.registries import CORRUPTIONS
 
         o = self.opts
-        if o["preset"] not in PRESETS:
-            raise UserError(f"suite {self.name!r}: unknown preset {o['preset']!r} (allowed: {', '.join(PRESETS)})")
+        if o["preset"] not in (AUTO, *PRESETS):
+            raise UserError(f"suite {self.name!r}: unknown preset {o['preset']!r} (allowed: {AUTO}, {', '.join(PRESETS)})")
         spec = o["corruptions"]
         if isinstance(spec, str):
             names = list_corruptions(spec) if spec in ("all", "benchmark", "extra", "noise", "blur", "weather",
@@ -112,15 +118,36 @@ class CorruptionSuite(Suite):
         base = o["baseline"]
         if not isinstance(base, str) or not base:
             raise UserError(f"suite {self.name!r}: baseline must be 'auto', 'alexnet', 'none' or a model name")
-        if base == "auto":
-            imagenet = o["source"] == "imagenet_c_disk" or (o["source"] == "generate" and o["preset"] == "imagenet_c")
-            base = "alexnet" if imagenet else "none"
-        self.baseline: str = base
         self.benchmark_complete = all(c in self.corruptions for c in BENCHMARK)
+        # data-dependent defaults, until bind() sees the data: ImageNet-C and AlexNet
+        self._resolve(image_size=None, imagenet_classes=True)
+
+    def _resolve(self, image_size: int | None, imagenet_classes: bool) -> None:
+        """``preset = "auto"``: from the source, else from the image size (<= 64 px: CIFAR-10-C);
+        ``baseline = "auto"``: AlexNet's published errors only for ImageNet-C on ImageNet-class data."""
+        o = self.opts
+        preset = o["preset"]
+        if preset == AUTO:
+            if o["source"] != "generate":
+                preset = o["source"].removesuffix("_disk")
+            else:
+                preset = "cifar10_c" if image_size is not None and image_size <= SMALL_IMAGES else "imagenet_c"
+        self.preset: str = preset
+        base = o["baseline"]
+        if base == AUTO:
+            base = "alexnet" if preset == "imagenet_c" and imagenet_classes else "none"
+        self.baseline: str = base
+
+    def bind(self, source: Any) -> None:
+        """Resolve the ``auto`` preset and baseline from the evaluation data (see :meth:`_resolve`)."""
+        size = source.image_size() if hasattr(source, "image_size") else None
+        imagenet = source.num_classes == 1000 or source.valid_labels is not None
+        self._resolve(min(size) if size else None, imagenet)
 
     def config(self) -> dict[str, Any]:
-        """The options that define the numbers: where the frost textures are read from does not."""
-        return {k: v for k, v in self.opts.items() if k != "frost_dir"}
+        """The options that define the numbers (``auto`` resolved); where the frost textures are read from does not."""
+        out = {k: v for k, v in self.opts.items() if k != "frost_dir"}
+        return {**out, "preset": self.preset, "baseline": self.baseline}
 
     def needs_models(self) -> list[str]:
         return [] if self.baseline in ("alexnet", "none") else [self.baseline]
@@ -155,6 +182,7 @@ class CorruptionSuite(Suite):
 
         pairs = [(cell, *_parse(cell)) for cell in todo]
         hits: list[list[torch.Tensor]] = [[] for _ in pairs]  # per cell, per batch: correct or not per image
+        seconds = [0.0] * len(pairs)  # per cell (on the device, timings include the wait for its result)
         n, start = 0, 0
         saved = ctx.partial_get(todo[0])
         if saved:
@@ -164,7 +192,7 @@ class CorruptionSuite(Suite):
                 done = _unpack_bits(state["correct"], (len(pairs), n))
                 hits = [[torch.from_numpy(row).to(ctx.device)] for row in done]
         last_save = time.monotonic()
-        preset = self.opts["preset"]
+        preset = self.preset
         total = ctx.num_examples()
         # what a batch's pixels depend on besides the corruption (checked by checksum on reuse too)
         data = json.dumps([self.name, self.opts, spec_label(ctx.dataset), ctx.limit, ctx.seed, ctx.batch_size,
@@ -174,10 +202,12 @@ class CorruptionSuite(Suite):
             if b < start:
                 continue
             for i, (_, name, sev) in enumerate(pairs):
+                t0 = time.perf_counter()
                 extra = {"frost_dir": self.opts["frost_dir"]} if name == "frost" and self.opts["frost_dir"] else {}
                 make = partial(corrupt, x, name, sev, preset=preset, generator=ctx.generator(name, sev, b), **extra)
                 xc = ctx.shared.get((data, name, sev, b), x, make)
                 hits[i].append(self._predict_correct(ctx, xc, y))
+                seconds[i] += time.perf_counter() - t0
             n += len(y)
             if time.monotonic() - last_save > _SAVE_EVERY_S:
                 state = {"v": _STATE_VERSION, "todo": todo, "batches": b + 1, "n": n,
@@ -185,8 +215,10 @@ class CorruptionSuite(Suite):
                 ctx.partial_put(todo[0], json.dumps(state).encode())
                 last_save = time.monotonic()
         index = ctx.image_index(n)
-        for (cell, _, _), h in zip(pairs, hits):
-            yield _cell(cell, torch.cat(h) if h else torch.zeros(0, dtype=torch.bool), index)
+        for (cell, _, _), h, sec in zip(pairs, hits, seconds):
+            result = _cell(cell, torch.cat(h) if h else torch.zeros(0, dtype=torch.bool), index)
+            result.seconds = sec  # corrupting and predicting this cell's images; reading them is shared
+            yield result
 
     def _run_disk(self, ctx: SuiteContext, todo: list[str]) -> Iterator[CellResult]:
         from robustvit.context import subset_indices

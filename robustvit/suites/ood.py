@@ -11,6 +11,9 @@ Cells and metrics (OOD is the positive class; see :mod:`robustvit.metrics.ood`):
   ``far/faces/energy`` (metric path
   ``ood/far/faces/energy/auroc``): ``auroc``, ``aupr_in``, ``aupr_out`` and ``fpr95``
   (n = ID + OOD images) and ``id_acc``, the ID test top-1 accuracy (n = ID images).
+* ``sanity/<detector>`` also holds ``flag_below_chance`` (1 when its mean sanity-set AUROC is
+  below 0.5: the detector ranks uniform noise as more in-distribution than the ID test images, a
+  broken detector for this model); it is a warning in the terminal summary and the report.
 * Aggregates (:meth:`OODSuite.aggregate`): ``<group>/<detector>`` is the mean over the group's
   sets (``far/energy``), and ``<group>`` (``near``, ``far``, ``sanity``) the mean over its sets
   and all the suite's detectors, a detector-agnostic summary: ``ood/far/auroc`` is the mean
@@ -39,10 +42,9 @@ Options:
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Iterator, Mapping
-from pathlib import Path, PurePath
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -65,12 +67,10 @@ DEFAULT_SANITY = {"noise": "ood_noise"}
 
 
 def _is_folder(spec: str) -> bool:
-    """Whether a string spec names a folder rather than a registered dataset (as ``open_source``)."""
-    from robustvit.registries import DATASETS
+    """Whether a string spec names a folder rather than a registered dataset (the one parser decides)."""
+    from robustvit.data.spec import is_folder
 
-    if spec.startswith(("folder:", ".", "~")) or "/" in spec:
-        return True
-    return spec.partition(":")[0] not in DATASETS and Path(spec).is_dir()
+    return is_folder(spec)
 
 
 def _set_name(spec: str | Mapping[str, Any]) -> str:
@@ -86,24 +86,17 @@ def _set_name(spec: str | Mapping[str, Any]) -> str:
 
 def _dataset_spec(spec: Any, where: str) -> str | dict[str, Any]:
     """The spec handed to ``ctx.features``: registered names as they are, folders as unlabelled data."""
-    from robustvit.registries import DATASETS
+    from robustvit.data.spec import parse
 
-    if isinstance(spec, Mapping):
-        if not (spec.get("path") or spec.get("name")):
-            raise UserError(f"{where}: a dataset table needs 'path' or 'name'")
-        out = dict(spec)
-        if "path" in out:
-            out["path"] = os.path.expanduser(str(out["path"]))
-            out.setdefault("unlabelled", True)
-        else:
-            DATASETS.canonical(str(out["name"]).partition(":")[0])
-        return out
-    if not isinstance(spec, str) or not spec:
+    if not isinstance(spec, (str, Mapping)) or not spec:
         raise UserError(f"{where}: a set must be a dataset name, a folder path or a table, got {spec!r}")
-    if _is_folder(spec):
-        return {"path": os.path.expanduser(spec.removeprefix("folder:")), "unlabelled": True}
-    DATASETS.canonical(spec.partition(":")[0])  # unknown name: did-you-mean error now, before any work
-    return spec
+    try:
+        parsed = parse(spec, unlabelled=True)  # unknown name: did-you-mean error now, before any work
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
+    if parsed.path is not None:
+        return {"path": str(parsed.path), **parsed.options}
+    return dict(spec) if isinstance(spec, Mapping) else spec
 
 
 class OODSuite(Suite):
@@ -171,10 +164,15 @@ class OODSuite(Suite):
         fit_data = self.opts["fit_data"]
         if fit_data is not None and not isinstance(fit_data, (str, Mapping)):
             raise UserError(f"{where}: 'fit_data' must be a dataset name, a folder path or a table")
-        if isinstance(fit_data, str) and not _is_folder(fit_data):
-            from robustvit.registries import DATASETS
+        if isinstance(fit_data, str):
+            _is_folder(fit_data)  # an unknown name fails now
 
-            DATASETS.canonical(fit_data.partition(":")[0])
+    def datasets(self, data: Any) -> list[tuple[Any, str]]:
+        """Every OOD set, and the data the detectors are fitted on."""
+        sets = [(spec, "test") for group in GROUPS for spec in self.sets[group].values()]
+        fit = self.opts["fit_data"] or data
+        return [*sets, (fit, self.opts["fit_split"])] if any(self.make_detector(d).needs_fit for d in self.detectors) \
+            else sets
 
     def make_detector(self, name: str) -> Detector:
         """A fresh detector with this suite's hyper-parameters."""
@@ -290,7 +288,11 @@ class OODSuite(Suite):
             if not per_det:
                 continue
             for d, vals in per_det.items():
-                out.append(_mean_cell(f"{g}/{d}", vals, cells=[f"{g}/{s}/{d}" for s in self.sets[g]]))
+                cell = _mean_cell(f"{g}/{d}", vals, cells=[f"{g}/{s}/{d}" for s in self.sets[g]])
+                if g == "sanity":  # a detector below chance on noise is broken for this model: say so
+                    auroc = next(m.value for m in cell.metrics if m.metric == "auroc")
+                    cell.add("flag_below_chance", float(auroc < 0.5), cell.metrics[0].n, False)
+                out.append(cell)
             pooled = {m: [v for vals in per_det.values() for v in vals[m]] for m in metrics}
             out.append(_mean_cell(g, pooled, n_from=next(iter(per_det.values())),
                                   cells=[f"{g}/{s}/{d}" for d in per_det for s in self.sets[g]]))
