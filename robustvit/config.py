@@ -118,6 +118,8 @@ def check_model(m: ModelConfig, where: str) -> None:
 
 
 def _check_model(m: ModelConfig) -> None:
+    from robustvit.models import SPEC_KINDS
+    from robustvit.models.checkpoint import checkpoint_format
     from robustvit.models.wrapper import check_family
     from robustvit.registries import MODELS
 
@@ -129,12 +131,15 @@ def _check_model(m: ModelConfig) -> None:
 
         if not timm.is_model(rest):
             raise UserError(f"unknown timm architecture {rest!r} (see timm.list_models())")
-    elif kind == "torchscript" and not Path(rest).is_file():
-        raise UserError(f"TorchScript file {rest!r} does not exist")
-    elif kind not in ("torchvision", "torchscript", "python"):
-        raise UserError(f"unknown model spec kind {kind!r} (allowed: timm:, torchvision:, torchscript:, python:, or a zoo name)")
-    if m.checkpoint is not None and not Path(m.checkpoint).is_file():
-        raise UserError(f"checkpoint {m.checkpoint!r} does not exist")
+    elif kind in ("torchscript", "export") and not Path(rest).is_file():
+        raise UserError(f"{'TorchScript' if kind == 'torchscript' else 'torch.export'} archive {rest!r} does not exist")
+    elif kind not in SPEC_KINDS:
+        allowed = ", ".join(f"{k}:" for k in SPEC_KINDS)
+        raise UserError(f"unknown model spec kind {kind!r} (allowed: {allowed}, or a zoo name)")
+    if m.checkpoint is not None:
+        if not Path(m.checkpoint).exists():
+            raise UserError(f"checkpoint {m.checkpoint!r} does not exist")
+        checkpoint_format(m.checkpoint)  # a text file, a directory, a truncated archive: one line, before any work
     if m.family is not None:
         check_family(m.family)
 

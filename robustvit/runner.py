@@ -182,9 +182,10 @@ def preflight(cfg: RunConfig, store: Store) -> None:
 
 
 def build_model(m: ModelConfig, seed: int = 0) -> ModelWrapper:
+    """The wrapped model of a config; random initialisation (``pretrained = false``) is seeded by the run seed."""
     return load_model(m.spec, checkpoint=m.checkpoint, family=m.family, pretrained=m.pretrained,
                       unsafe_pickle=m.unsafe_pickle, name=m.label, num_classes=m.num_classes,
-                      preprocess=m.preprocess, model_kwargs=m.kwargs)
+                      preprocess=m.preprocess, model_kwargs=m.kwargs, seed=seed)
 
 
 def execute(cfg: RunConfig, store: Store, *, force: bool = False, on_event: Callable[[Event], None] | None = None,
@@ -250,10 +251,10 @@ def execute(cfg: RunConfig, store: Store, *, force: bool = False, on_event: Call
                 t0 = time.perf_counter()
             if todo:
                 total = time.perf_counter() - suite_start
-                shared = (f" ({cell_seconds:.1f}s in the cells + {total - cell_seconds:.1f}s shared: reading data, "
-                          "forward passes, storing)") if total - cell_seconds >= 1.0 else ""
+                split = (f" ({cell_seconds:.1f}s in the cells + {total - cell_seconds:.1f}s shared: reading data, "
+                         "forward passes, storing)") if total - cell_seconds >= 1.0 else ""
                 emit(Event("suite", model.name, suite.name, seconds=total,
-                           detail=f"{len(todo)} cell{'s' if len(todo) != 1 else ''} done in {total:.1f}s{shared}"))
+                           detail=f"{len(todo)} cell{'s' if len(todo) != 1 else ''} done in {total:.1f}s{split}"))
             if ctx.skipped:
                 emit(Event("skipped", model.name, suite.name, detail=f"{ctx.skipped} unreadable images skipped"))
             baseline = {name: _baseline_records(store, key, name) for name in suite.needs_models()}

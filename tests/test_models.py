@@ -195,7 +195,7 @@ def test_missing_and_garbage_checkpoints(tmp_path: Path) -> None:
         read_checkpoint(tmp_path / "nope.pth")
     bad = tmp_path / "garbage.pth"
     bad.write_bytes(b"\x00not a checkpoint" * 10)
-    with pytest.raises(UserError, match="cannot be loaded safely"):
+    with pytest.raises(UserError, match="is not a checkpoint: unknown binary format"):
         read_checkpoint(bad)
     bad_st = tmp_path / "garbage.safetensors"
     bad_st.write_bytes(b"{}garbage")

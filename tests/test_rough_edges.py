@@ -225,3 +225,17 @@ def test_tomllib_is_imported_in_one_place() -> None:
             if "tomllib" in names or "tomli" in names:
                 offenders.append(str(path.relative_to(ROOT)))
     assert set(offenders) == {"robustvit/_compat.py"}
+
+
+# -- 3. random weights are seeded by the run seed ------------------------------------------------------------
+def test_random_weights_reuse_their_stored_cells(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    args = ["eval", "--model", "timm:test_resnet", "--no-pretrained", "--num-classes", "10", "--suite", "clean",
+            "--limit", "16", "--store", str(tmp_path / "s.sqlite"), "--quiet"]
+    assert main(args) == 0
+    assert "computed 1 cells" in capsys.readouterr().err
+    assert main(args) == 0
+    assert "computed 0 cells, reused 1 stored cells" in capsys.readouterr().err
+    assert main([*args, "--seed", "1"]) == 0  # another seed: other weights, another checkpoint hash
+    assert "computed 1 cells" in capsys.readouterr().err
+    with Store(tmp_path / "s.sqlite", readonly=True) as store:
+        assert store.records()["model_sha"].nunique() == 2

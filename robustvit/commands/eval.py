@@ -9,7 +9,8 @@ from robustvit.commands.common import add_run_arguments, execute_and_print
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", action="append", required=True, metavar="SPEC",
-                        help="zoo_vit, timm:<arch>, torchvision:<name>, torchscript:<path>, python:<module>:<fn>; repeatable")
+                        help="zoo_vit, timm:<arch>, torchvision:<name>, export:<file.pt2>, torchscript:<path>, "
+                             "python:<module>:<fn>; repeatable")
     parser.add_argument("--checkpoint", help="local weights for the model (safetensors or torch state dict)")
     parser.add_argument("--family", choices=("vit", "cnn", "hybrid"), help="override the inferred family")
     parser.add_argument("--no-pretrained", action="store_true", help="random weights (no library weights)")

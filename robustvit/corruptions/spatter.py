@@ -4,7 +4,8 @@ The water branch of the reference is an OpenCV pipeline on an 8-bit "liquid" map
 distance to the nearest edge (capped at 20) -> 3x3 blur -> histogram equalisation -> an emboss
 filter -> 3x3 blur, which shapes the drops' rims. Each step is re-implemented here batched, with
 OpenCV's semantics (borders, rounding, Canny's fixed-point direction test and hysteresis); the
-distance is the exact Euclidean one where OpenCV uses its 5x5 chamfer approximation.
+distance is the exact Euclidean one where OpenCV uses its 5x5 chamfer approximation. A liquid
+layer that holds no water turns the image black, as the reference's ``0 / 0`` does.
 """
 
 from __future__ import annotations
@@ -84,7 +85,12 @@ def equalize_hist(img: torch.Tensor) -> torch.Tensor:
     return lut.gather(1, flat).view_as(img)
 
 
-def _water(liquid: torch.Tensor, intensity: float) -> torch.Tensor:
+def _water(liquid: torch.Tensor, intensity: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The water map of ``(N, H, W)`` liquid layers, and which layers hold no water at all.
+
+    A layer with no water (no pixel above the threshold, or none left after the rim shaping) has a
+    map that is 0 everywhere: the reference divides it by its maximum, 0 / 0.
+    """
     l8 = (liquid * 255.0).floor_().clamp_(0, 255)
     dist = edge_distance(canny(l8), 20)
     dist = _ops.box3(dist).floor_()
@@ -93,7 +99,7 @@ def _water(liquid: torch.Tensor, intensity: float) -> torch.Tensor:
     dist = (_ops.box3(dist) + 0.5).floor_()  # cv2.blur of an 8-bit map rounds
     m = l8 * dist
     peak = m.amax(dim=(1, 2), keepdim=True)
-    return torch.where(peak > 0, m / peak.clamp_min(1e-12), torch.zeros_like(m)) * intensity
+    return m / peak.clamp_min(1e-12) * intensity, (peak == 0).view(-1)
 
 
 def spatter(images: torch.Tensor, severity: int, *, preset: str = "imagenet_c",
@@ -119,10 +125,13 @@ def _spatter(x: torch.Tensor, p: dict, generator: _ops.Generator) -> torch.Tenso
     liquid = _ops.gaussian_filter(liquid, float(p["sigma"]))
     liquid = torch.where(liquid < p["threshold"], torch.zeros_like(liquid), liquid)
     if not p["mud"]:
-        m = _water(liquid, float(p["intensity"])).unsqueeze(1)
+        m, dry = _water(liquid, float(p["intensity"]))
         # the reference treats the RGB array as BGR: channel 0 gets 175/255, channels 1-2 get 238/255
         colour = torch.tensor([175.0, 238.0, 238.0], device=x.device).view(1, 3, 1, 1) / 255.0
-        return x + m * colour
+        # No water at all: the reference's map is 0 / 0 = NaN everywhere, which its final
+        # ``np.uint8`` cast turns into 0, a black image (small images at severity 1: about 2% of
+        # the draws at 32 px, none at 224 px). Kept, so that error rates compare with its outputs.
+        return (x + m.unsqueeze(1) * colour).masked_fill_(dry.view(-1, 1, 1, 1), 0.0)
     m = _ops.gaussian_filter((liquid > p["threshold"]).float(), float(p["intensity"]))
     m = torch.where(m < 0.8, torch.zeros_like(m), m).unsqueeze(1)
     colour = torch.tensor([63.0, 42.0, 20.0], device=x.device).view(1, 3, 1, 1) / 255.0

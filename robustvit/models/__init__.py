@@ -8,17 +8,23 @@ spec                            meaning
                                 given or ``pretrained=False``
 ``torchvision:<name>``          torchvision architecture; its ``DEFAULT`` weights unless a checkpoint
                                 is given or ``pretrained=False``
-``torchscript:<path>``          a TorchScript archive (``torch.jit.save``)
+``export:<path>``               a ``torch.export`` archive (``torch.export.save``, ``.pt2``); preferred
+``torchscript:<path>``          a TorchScript archive (``torch.jit.save``; deprecated in PyTorch)
 ``python:<module>:<callable>``  ``callable(**model_kwargs)`` returning an ``nn.Module`` (or a
                                 wrapper); ``<module>`` is an importable module or a ``.py`` path
 ==============================  =====================================================================
+
+Random initialisation (``pretrained=False``, a new classifier head, a python factory) is seeded:
+the weights, and so the model's hash, are a function of the spec and ``seed``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
-from collections.abc import Mapping
+import random
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +35,10 @@ from robustvit.errors import UserError
 from robustvit.models.checkpoint import file_sha256, load_into, read_checkpoint, state_dict_sha256
 from robustvit.models.wrapper import ModelWrapper, check_family, infer_family, timm_features
 
-__all__ = ["ModelWrapper", "load_model", "wrap"]
+__all__ = ["SPEC_KINDS", "ModelWrapper", "load_model", "seeded", "wrap"]
+
+#: The ``kind:`` prefixes of model specs (a spec without one is a registered model name).
+SPEC_KINDS = ("timm", "torchvision", "export", "torchscript", "python")
 
 IMAGENET_DEFAULT = {
     "input_size": (3, 224, 224), "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
@@ -49,10 +58,12 @@ def wrap(
     data_config: Mapping[str, Any] | None = None,
     preprocess: Mapping[str, Any] | None = None,
     num_classes: int | None = None,
+    features_fn: Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> ModelWrapper:
     """Load an optional checkpoint into ``model`` and wrap it.
 
     The hash is the checkpoint file's sha256 when there is one, else that of the weights.
+    ``features_fn`` (see :class:`ModelWrapper`) defaults to timm's trunk/head split for timm models.
     """
     if checkpoint is not None:
         load_into(model, read_checkpoint(checkpoint, unsafe_pickle=unsafe_pickle), checkpoint)
@@ -68,9 +79,10 @@ def wrap(
         cfg["input_size"] = (3, cfg["input_size"], cfg["input_size"])
     n = num_classes or getattr(model, "num_classes", None) or _probe_num_classes(model, cfg["input_size"])
     is_timm = hasattr(model, "forward_head") and hasattr(model, "forward_features")
+    features_fn = features_fn or (timm_features if is_timm else None)
     return ModelWrapper(
         model, name=name, family=check_family(family) if family else infer_family(arch or name),
-        sha=sha[:16], data_config=cfg, num_classes=int(n), features_fn=timm_features if is_timm else None,
+        sha=sha[:16], data_config=cfg, num_classes=int(n), features_fn=features_fn,
     )
 
 
@@ -93,6 +105,32 @@ def _probe_num_classes(model: nn.Module, input_size: tuple[int, ...]) -> int:
         return int(model(torch.zeros(1, *input_size)).shape[-1])
 
 
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a block with torch's, Python's and NumPy's global RNGs seeded from ``seed``.
+
+    The caller's RNG states are restored afterwards, so seeding here changes no random draw outside
+    the block. CUDA generators are forked and seeded only when CUDA is already initialised (seeding
+    them otherwise would queue a lazy seeding that outlives the block).
+    """
+    import numpy as np
+    import torch.cuda
+
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            torch.default_generator.manual_seed(seed)
+            if cuda:
+                torch.cuda.manual_seed_all(seed)
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+            yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
 def load_model(
     spec: str,
     *,
@@ -104,12 +142,13 @@ def load_model(
     num_classes: int | None = None,
     preprocess: Mapping[str, Any] | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
+    seed: int = 0,
 ) -> ModelWrapper:
     """Build the model a spec names (see the module docstring) and wrap it.
 
     Args:
-        spec: ``zoo_vit``, ``timm:<arch>``, ``torchvision:<name>``, ``torchscript:<path>`` or
-            ``python:<module>:<callable>``.
+        spec: ``zoo_vit``, ``timm:<arch>``, ``torchvision:<name>``, ``export:<path>``,
+            ``torchscript:<path>`` or ``python:<module>:<callable>``.
         checkpoint: Local weights (safetensors or a torch state dict).
         family: ``vit`` | ``cnn`` | ``hybrid``; inferred from the architecture when omitted.
         pretrained: Fetch the library's pretrained weights (default: when no checkpoint is given).
@@ -118,7 +157,18 @@ def load_model(
         num_classes: Override the number of classes (timm/torchvision/python constructors).
         preprocess: Overrides of ``input_size``, ``mean``, ``std``, ``interpolation``, ``crop_pct``.
         model_kwargs: Extra constructor arguments.
+        seed: Seed of random initialisation (the run seed): the same spec and seed give the same
+            weights and hash. The caller's global RNG states are left as they were.
     """
+    with seeded(seed):
+        return _load_model(spec, checkpoint=checkpoint, family=family, pretrained=pretrained,
+                           unsafe_pickle=unsafe_pickle, name=name, num_classes=num_classes, preprocess=preprocess,
+                           model_kwargs=model_kwargs)
+
+
+def _load_model(spec: str, *, checkpoint: str | None, family: str | None, pretrained: bool | None,
+                unsafe_pickle: bool, name: str | None, num_classes: int | None, preprocess: Mapping[str, Any] | None,
+                model_kwargs: Mapping[str, Any] | None) -> ModelWrapper:
     name = name or spec
     kw = dict(model_kwargs or {})
     common = {"name": name, "family": family, "checkpoint": checkpoint, "unsafe_pickle": unsafe_pickle,
@@ -135,11 +185,17 @@ def load_model(
         return _load_timm(rest, pretrained, num_classes, kw, common)
     if kind == "torchvision":
         return _load_torchvision(rest, pretrained, num_classes, kw, common)
-    if kind == "torchscript":
-        return _load_torchscript(rest, name, family, preprocess)
+    if kind in ("export", "torchscript"):
+        from robustvit.models import archives
+
+        if checkpoint is not None:
+            raise UserError(f"model {spec!r} is an archive with its own weights; drop the checkpoint")
+        loader = archives.load_export if kind == "export" else archives.load_torchscript
+        return loader(rest, name=name, family=family, preprocess=preprocess)
     if kind == "python":
         return _load_python(rest, num_classes, kw, common)
-    raise UserError(f"unknown model spec kind {kind!r} in {spec!r} (allowed: timm:, torchvision:, torchscript:, python:, or a zoo name)")
+    allowed = ", ".join(f"{k}:" for k in SPEC_KINDS)
+    raise UserError(f"unknown model spec kind {kind!r} in {spec!r} (allowed: {allowed}, or a zoo name)")
 
 
 def _load_timm(arch: str, pretrained: bool | None, num_classes: int | None, kw: dict, common: dict) -> ModelWrapper:
@@ -154,14 +210,20 @@ def _load_timm(arch: str, pretrained: bool | None, num_classes: int | None, kw: 
     use_pretrained = (common["checkpoint"] is None) if pretrained is None else pretrained
     if num_classes is not None:
         kw["num_classes"] = num_classes
+    if use_pretrained and "pretrained_cfg_overlay" not in kw and "pretrained_cfg" not in kw:
+        from robustvit.models.hub import timm_weights_overlay
+
+        overlay = timm_weights_overlay(arch)  # fails in seconds when the weights are neither cached nor reachable
+        if overlay is not None:
+            kw["pretrained_cfg_overlay"] = overlay
     try:
         model = timm.create_model(arch, pretrained=use_pretrained, **kw)
     except (OSError, RuntimeError, ValueError) as exc:  # offline hub, missing weights tag
         if not use_pretrained:
             raise UserError(f"cannot build timm model {arch!r}: {exc}") from exc
         raise UserError(
-            f"cannot fetch timm pretrained weights for {arch!r} ({type(exc).__name__}); "
-            "give a local checkpoint with --checkpoint PATH, or pretrained=false for random weights"
+            f"cannot fetch timm pretrained weights for {arch!r} ({type(exc).__name__}); run with --no-pretrained "
+            "(pretrained = false in a suite file) for random weights, or give local weights with --checkpoint PATH"
         ) from exc
     return wrap(model, arch=arch, **common)
 
@@ -190,17 +252,6 @@ def _load_torchvision(arch: str, pretrained: bool | None, num_classes: int | Non
             "give a local checkpoint with --checkpoint PATH, or pretrained=false"
         ) from exc
     return wrap(model, arch=arch, data_config=data_config, **common)
-
-
-def _load_torchscript(path: str, name: str, family: str | None, preprocess: Mapping[str, Any] | None) -> ModelWrapper:
-    if not Path(path).is_file():
-        raise UserError(f"TorchScript file {path!r} does not exist")
-    try:
-        model = torch.jit.load(path, map_location="cpu")
-    except (RuntimeError, ValueError) as exc:
-        raise UserError(f"{path!r} is not a TorchScript archive: {str(exc).splitlines()[0]}") from exc
-    return wrap(model, name=name, family=family, arch=Path(path).stem, data_config=IMAGENET_DEFAULT,
-                preprocess=preprocess)
 
 
 def _load_python(target: str, num_classes: int | None, kw: dict, common: dict) -> ModelWrapper:

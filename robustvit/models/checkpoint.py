@@ -13,6 +13,7 @@ import hashlib
 import os
 import pickle
 import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -43,38 +44,110 @@ def state_dict_sha256(state: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+ACCEPTED = "accepted: a safetensors file, or a torch state dict saved with torch.save"
+
+
 def read_checkpoint(path: str | os.PathLike[str], *, unsafe_pickle: bool = False) -> dict[str, torch.Tensor]:
     """Read a checkpoint file into a flat ``{name: tensor}`` state dict on the CPU.
 
+    The format is told from the file's content (:func:`checkpoint_format`), not its suffix.
+
     Raises:
-        UserError: missing file, unreadable or malicious pickle (unless opted in), no tensors.
+        UserError: missing or unreadable file, a file that is no checkpoint, a pickle that needs full
+            unpickling (unless opted in), no tensors. Always one line, never a library traceback.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {str(path)!r} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
+    where = f"checkpoint {str(path)!r}"
+    if checkpoint_format(path) == "safetensors":
         from safetensors.torch import load_file
 
         try:
             obj: object = load_file(str(path), device="cpu")
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise UserError(f"checkpoint {str(path)!r} is not a valid safetensors file: {exc}") from exc
-    else:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                obj = torch.load(path, map_location="cpu", weights_only=not unsafe_pickle)
-        except pickle.UnpicklingError as exc:
-            reason = _unpickling_reason(str(exc))
-            raise UserError(
-                f"checkpoint {str(path)!r} cannot be loaded safely: weights_only loading refuses it ({reason}); "
-                "it holds pickled objects or code, or is no torch checkpoint. Convert it to safetensors, "
-                "or pass --unsafe-pickle if you trust the file"
-            ) from exc
-        except (RuntimeError, EOFError, OSError, ValueError, AttributeError) as exc:
-            raise UserError(f"checkpoint {str(path)!r} cannot be read as a torch checkpoint: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - any failure to parse the file means it is damaged
+            raise UserError(f"{where} is a damaged safetensors file ({error_summary(exc)}); {ACCEPTED}") from exc
+        return _flatten(obj, str(path))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=not unsafe_pickle)
+    except pickle.UnpicklingError as exc:
+        reason = _unpickling_reason(str(exc))
+        raise UserError(
+            f"{where} cannot be loaded safely: weights_only loading refuses it ({reason}); "
+            "it holds pickled objects or code, or is no torch checkpoint. Convert it to safetensors, "
+            "or pass --unsafe-pickle if you trust the file"
+        ) from exc
+    except Exception as exc:  # noqa: BLE001 - torch's reader fails in many ways (IndexError, EOFError, ...) on bad files
+        raise UserError(f"{where} cannot be read as a torch checkpoint ({error_summary(exc)}); {ACCEPTED}") from exc
     return _flatten(obj, str(path))
+
+
+def checkpoint_format(path: str | os.PathLike[str]) -> str:
+    """``"safetensors"`` or ``"torch"`` (a ``torch.save`` zip or legacy pickle), told from the file's first bytes.
+
+    Cheap (reads 4 KiB and, for a zip, its directory), so configs can check a checkpoint before any work.
+
+    Raises:
+        UserError: the path is missing, a directory, unreadable, empty, a text file, a damaged or foreign
+            zip, a TorchScript or torch.export archive (a model, not weights), or an unknown binary format.
+    """
+    path = Path(path)
+    where = f"checkpoint {str(path)!r}"
+    if not path.exists():
+        raise UserError(f"{where} does not exist")
+    if path.is_dir():
+        raise UserError(f"{where} is a directory, not a checkpoint file ({ACCEPTED})")
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError as exc:
+        raise UserError(f"{where} cannot be read ({exc.strerror or exc})") from exc
+    if not head:
+        raise UserError(f"{where} is an empty file, not a checkpoint ({ACCEPTED})")
+    if len(head) > 8 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size:
+        return "safetensors"  # 8-byte little-endian header length, then the JSON header
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return _zip_format(path, where)
+    if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "torch"  # a pickle (protocol 2+): torch.save(..., _use_new_zipfile_serialization=False)
+    if path.suffix == ".safetensors":
+        raise UserError(f"{where} is not a valid safetensors file (no safetensors header); {ACCEPTED}")
+    if _is_text(head):
+        raise UserError(f"{where} is a text file, not a checkpoint ({ACCEPTED})")
+    raise UserError(f"{where} is not a checkpoint: unknown binary format (starts with {head[:8].hex(' ')}); {ACCEPTED}")
+
+
+def _zip_format(path: Path, where: str) -> str:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise UserError(f"{where} is a damaged or truncated zip archive, not a readable checkpoint ({ACCEPTED})") from exc
+    base = {name.rsplit("/", 1)[-1] for name in names}
+    if "archive_format" in base:
+        raise UserError(f"{where} is a torch.export archive (a whole model), not weights: load it with --model export:PATH")
+    if "constants.pkl" in base and any("/code/" in name for name in names):
+        raise UserError(f"{where} is a TorchScript archive (a whole model), not weights: load it with --model torchscript:PATH")
+    if "data.pkl" not in base:
+        raise UserError(f"{where} is a zip archive without torch.save data, not a checkpoint ({ACCEPTED})")
+    return "torch"
+
+
+def _is_text(head: bytes) -> bool:
+    """No NUL bytes and (almost) only printable UTF-8: a text file, not a binary format."""
+    if b"\x00" in head:
+        return False
+    text = head.decode("utf-8", errors="replace")
+    odd = sum(1 for c in text if c == "\ufffd" or not (c.isprintable() or c in "\t\r\n\f\v"))
+    return odd <= max(3, len(text) // 100)  # a multi-byte character cut at the 4 KiB boundary is fine
+
+
+def error_summary(exc: BaseException) -> str:
+    """``Type: first sentence`` of an exception's first line (torch appends paragraphs of advice)."""
+    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    text = text.split(". ", 1)[0].rstrip(".")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 _BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation", "In PyTorch")
@@ -103,7 +176,9 @@ def _flatten(obj: object, origin: str) -> dict[str, torch.Tensor]:
         obj = obj[nested]
         if isinstance(obj, torch.nn.Module):
             obj = obj.state_dict()
-    if not isinstance(obj, Mapping) or not obj:
+    if not isinstance(obj, Mapping):
+        raise UserError(f"checkpoint {origin!r} holds a {type(obj).__name__}, not a state dict ({ACCEPTED})")
+    if not obj:
         raise UserError(f"checkpoint {origin!r} holds no tensors")
     return {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
 
