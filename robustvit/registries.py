@@ -3,8 +3,8 @@
 Built-in entries are lazy ``"module:attr"`` strings kept in tables owned by each subpackage, so
 importing robustvit imports no model, corruption or attack code. Third-party plugins register
 through the entry-point groups ``robustvit.models``, ``robustvit.datasets``, ``robustvit.suites``,
-``robustvit.corruptions``, ``robustvit.attacks``, ``robustvit.detectors`` and
-``robustvit.metrics``.
+``robustvit.corruptions``, ``robustvit.attacks``, ``robustvit.detectors``, ``robustvit.metrics``
+and ``robustvit.probes``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ ATTACKS: Registry = Registry("attacks", tables=["robustvit.attacks:BUILTINS"])
 DETECTORS: Registry = Registry("detectors", tables=["robustvit.ood:BUILTINS"])
 #: metric functions
 METRICS: Registry = Registry("metrics", tables=["robustvit.metrics:BUILTINS"])
+#: ViT probes (subclasses of :class:`robustvit.probes.base.Probe`)
+PROBES: Registry = Registry("probes", tables=["robustvit.probes:BUILTINS"])
 
 ALL: dict[str, Registry] = {
-    r.kind: r for r in (MODELS, DATASETS, SUITES, CORRUPTIONS, ATTACKS, DETECTORS, METRICS)
+    r.kind: r for r in (MODELS, DATASETS, SUITES, CORRUPTIONS, ATTACKS, DETECTORS, METRICS, PROBES)
 }

@@ -236,7 +236,9 @@ def execute(cfg: RunConfig, store: Store, *, force: bool = False, on_event: Call
             summary.keys.append(key)
             outcomes = _CellOutcomes(store, key)
             done = store.done_cells(key)
-            cells = suite.cells()
+            cells = suite.cells_for(model)
+            for note in suite.notes_for(model):
+                emit(Event("skipped", model.name, suite.name, detail=note))
             todo = list(cells) if force else [c for c in cells if c not in done]
             summary.cached += len(cells) - len(todo)
             emit(Event("plan", model.name, suite.name, detail=f"{len(todo)} to compute, {len(cells) - len(todo)} stored"))

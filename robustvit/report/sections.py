@@ -162,6 +162,10 @@ def build_section(rows: pd.DataFrame, suite: str, style: figures.Style, models: 
     if fig:
         section.figures.append(fig)
     section.figures.extend(group_figures(rows, style, suite))
+    if "kind" in rows and (rows["kind"] == "probes").any():
+        from robustvit.report.probe_figures import probe_figures
+
+        section.figures.extend(probe_figures(rows, style))
 
     aggregates = rows[(rows["cell"] == "") & ~rows["metric"].map(is_flag)]
     if not aggregates.empty:

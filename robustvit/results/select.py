@@ -24,6 +24,8 @@ HEADLINES: dict[str, tuple[str, tuple[str, ...]]] = {
     "corruption": (r"^$", ("mce", "relative_mce", "mean_error")),
     "adversarial": (r"^(?!checks$).+$", ("robust_acc",)),
     "ood": (r"^(near|far|sanity)$", ("auroc", "fpr95")),
+    "probes": (r"^(patch_drop/random/f=0\.5|patch_shuffle/g=model|cutout/f=0\.5|fourier/bands|spectrum/energy)$",
+               ("top1", "high", "high_share")),
 }
 #: metrics that headline a suite of an unknown kind
 PRIMARY_METRICS: tuple[str, ...] = ("top1", "mce", "relative_mce", "mean_error", "robust_acc", "auroc", "fpr95",

@@ -7,4 +7,5 @@ BUILTINS: dict[str, str] = {
     "corruption": "robustvit.suites.corruption:CorruptionSuite",
     "adversarial": "robustvit.suites.adversarial:AdversarialSuite",
     "ood": "robustvit.suites.ood:OODSuite",
+    "probes": "robustvit.suites.probes:ProbesSuite",
 }

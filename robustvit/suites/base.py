@@ -74,6 +74,15 @@ class Suite:
         """The options that define the numbers (part of the cache key)."""
         return dict(self.opts)
 
+    def cells_for(self, model: Any) -> list[str]:
+        """The cells to compute for ``model`` (default: all of :meth:`cells`); a suite can leave out
+        what does not apply to a model (ViT-only probes on a CNN) and say why in :meth:`notes_for`."""
+        return self.cells()
+
+    def notes_for(self, model: Any) -> list[str]:
+        """Why cells were left out for ``model`` (shown to the user); none by default."""
+        return []
+
     def bind(self, source: Any) -> None:
         """Resolve data-dependent defaults from the evaluation dataset's source (called before any work)."""
 

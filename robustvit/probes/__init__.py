@@ -1,0 +1,11 @@
+"""ViT probes: why ViTs and CNNs differ. One module per probe, registered lazily in :data:`BUILTINS`.
+
+Every probe follows :class:`robustvit.probes.base.Probe`; the ``probes`` suite
+(:mod:`robustvit.suites.probes`) runs them on any model (ViT-only probes skip other families with a
+note) and names their cells ``<probe>/<cell>``.
+"""
+
+from __future__ import annotations
+
+BUILTINS: dict[str, str | tuple[str, list[str]]] = {}
+"""Registered name -> ``"module:attr"`` (or with aliases) of each built-in probe class."""
