@@ -57,6 +57,10 @@ class Probe:
     def cells(self) -> list[str]:
         raise NotImplementedError
 
+    def cells_for(self, model: ModelWrapper) -> list[str]:
+        """The cells for ``model`` (default :meth:`cells`); a probe with per-layer cells lists them here."""
+        return self.cells()
+
     def skip_reason(self, model: ModelWrapper) -> str | None:
         """Why ``model`` cannot be probed (None: it can); ViT-only probes skip other families."""
         if self.vit_only and model.family != "vit":

@@ -67,7 +67,7 @@ class ProbesSuite(Suite):
         return [f"{p.name}/{c}" for p in self.probes for c in p.cells()]
 
     def cells_for(self, model: Any) -> list[str]:
-        return [f"{p.name}/{c}" for p in self.probes if p.skip_reason(model) is None for c in p.cells()]
+        return [f"{p.name}/{c}" for p in self.probes if p.skip_reason(model) is None for c in p.cells_for(model)]
 
     def notes_for(self, model: Any) -> list[str]:
         return [reason for p in self.probes if (reason := p.skip_reason(model)) is not None]
@@ -75,7 +75,7 @@ class ProbesSuite(Suite):
     def run(self, ctx: SuiteContext, cells: list[str]) -> Iterator[CellResult]:
         wanted = set(cells)
         for probe in self.probes:
-            mine = [c for c in probe.cells() if f"{probe.name}/{c}" in wanted]
+            mine = [c for c in probe.cells_for(ctx.model) if f"{probe.name}/{c}" in wanted]
             if not mine or probe.skip_reason(ctx.model) is not None:
                 continue
             for result in probe.run(ctx, mine):
