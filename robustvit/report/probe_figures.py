@@ -17,7 +17,7 @@ from robustvit.report.figures import Figure, Style, _encode, _legend, _pyplot, l
 if TYPE_CHECKING:
     import pandas as pd
 
-CURVE = re.compile(r"^(?P<probe>patch_drop|patch_shuffle|cutout)(?:/(?P<order>[^/]+))?/(?P<var>[fg])=(?P<x>[^/]+)$")
+CURVE = re.compile(r"^(?P<p_probe>patch_drop|patch_shuffle|cutout)(?:/(?P<p_order>[^/]+))?/(?P<p_var>[fg])=(?P<p_x>[^/]+)$")
 FOURIER = re.compile(r"^fourier/i=(?P<i>-?\d+),j=(?P<j>-?\d+)$")
 DCT = re.compile(r"^u=(?P<u>\d+),v=(?P<v>\d+)$")
 LAYER = re.compile(r"^attention/distance/layer=(?P<layer>\d+)$")
@@ -40,25 +40,25 @@ def curves(rows: pd.DataFrame, style: Style) -> list[Figure]:
     plt = _pyplot()
     sub = rows[(rows["metric"] == "top1")]
     parsed = sub["cell"].str.extract(CURVE)
-    sub = sub.join(parsed).dropna(subset=["probe"])
+    sub = sub.join(parsed).dropna(subset=["p_probe"])
     out = []
-    for probe, group in sub.groupby("probe", sort=False):
-        panels = list(dict.fromkeys(group["order"].fillna("")))
+    for probe, group in sub.groupby("p_probe", sort=False):
+        panels = list(dict.fromkeys(group["p_order"].fillna("")))
         fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.3), squeeze=False)
         for ax, panel in zip(axes.flat, panels, strict=False):
-            data = group[group["order"].fillna("") == panel]
-            xs = sorted(set(data["x"]), key=_x)
+            data = group[group["p_order"].fillna("") == panel]
+            xs = sorted(set(data["p_x"]), key=_x)
             pos = {x: k for k, x in enumerate(xs)}
             for model in style.families:
                 m = data[data["model"] == model]
                 if m.empty:
                     continue
-                m = m.assign(k=m["x"].map(pos)).sort_values("k")
+                m = m.assign(k=m["p_x"].map(pos)).sort_values("k")
                 err = [(m["value"] - m["ci_low"]).clip(lower=0).fillna(0), (m["ci_high"] - m["value"]).clip(lower=0).fillna(0)]
                 ax.errorbar(m["k"], m["value"], yerr=err, capsize=2, linestyle=style.linestyle(model), **style.kw(model))
             ax.set_xticks(range(len(xs)))
             ax.set_xticklabels(xs, fontsize="small")
-            ax.set_xlabel("fraction of the image" if data["var"].iloc[0] == "f" else "patches per side (g)")
+            ax.set_xlabel("fraction of the image" if data["p_var"].iloc[0] == "f" else "patches per side (g)")
             ax.set_ylabel("top-1")
             ax.set_ylim(-0.02, 1.02)
             ax.set_title(label(panel or probe), fontsize="medium")
