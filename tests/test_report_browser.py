@@ -85,7 +85,7 @@ def _full_page_screenshot(driver, path: Path) -> Path:
 def test_report_renders_with_every_figure(browser, tmp_path: Path) -> None:
     out = _screenshot_dir()
     store = make_store(tmp_path / "s.sqlite")
-    html_path, _ = write_report_from_store(store, out / "report")
+    html_path, _ = write_report_from_store(store, out / "report", force=True)  # the folder is reused run to run
     console = _load(browser, html_path)
     errors = [e for e in console if e.get("level") == "SEVERE"]
     assert errors == [], f"console errors: {errors}"
@@ -106,7 +106,7 @@ def test_script_in_a_model_name_does_not_execute(browser, tmp_path: Path) -> Non
     out = _screenshot_dir()
     store = make_store(tmp_path / "s.sqlite", suites=("clean", "corruption"),
                        models=[(XSS_NAME, "e" * 16, "vit", 10, 0.9), MODELS[1]])
-    html_path, _ = write_report_from_store(store, out / "xss")
+    html_path, _ = write_report_from_store(store, out / "xss", force=True)
     console = _load(browser, html_path)
     assert [e for e in console if e.get("level") == "SEVERE"] == []  # CSP would log a blocked injection here
     assert browser.execute_script("return window.__xss === undefined")
