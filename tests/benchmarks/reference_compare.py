@@ -9,7 +9,8 @@ The reference runs in its own process (numpy < 2), image by image as it is used;
 batch. Both are timed in turns on the same images (scikit-image's sample photos, centre-cropped and
 resized) so that load on the machine hits both alike; each number is the best of ``--repeats``.
 Prints a table: reference ms/img, ours ms/img, ratio (reference / ours, higher is better), and
-the throughput ratio summed over the 15 benchmark corruptions.
+the throughput ratio summed over the 15 benchmark corruptions, then the corruptions slower than the
+reference (the goal: none); ``--check`` makes that a failure (exit status 1).
 """
 
 from __future__ import annotations
@@ -117,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     ap.add_argument("--no-huge-pages", action="store_true", help="leave THP_MEM_ALLOC_ENABLE unset "
                     "(the robustvit command sets it; see robustvit.cli.THP_ENV)")
+    ap.add_argument("--check", action="store_true", help="exit with status 1 when a corruption is slower than "
+                    "the reference (the goal: none is)")
     args = ap.parse_args(argv)
     if not args.no_huge_pages:
         os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")  # before torch's first allocation, as the CLI does
@@ -166,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nslower than the reference: {', '.join(slower) if slower else 'none'}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+    if slower and args.check:
+        print(f"goal missed: {len(slower)} corruption(s) slower than the reference", file=sys.stderr)
+        return 1
     return 0
 
 
