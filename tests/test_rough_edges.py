@@ -16,7 +16,6 @@ from PIL import Image
 from robustvit.cli import main
 from robustvit.config import ModelConfig, RunConfig, build_suite, load_suite_file
 from robustvit.errors import UserError
-from robustvit.records import CellResult
 from robustvit.runner import Event, execute
 from robustvit.store import Store
 
