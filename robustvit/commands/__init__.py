@@ -15,4 +15,5 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("robustvit.commands.report", "write the ViT-vs-CNN HTML and Markdown report"),
     "leaderboard": ("robustvit.commands.leaderboard", "rank models on stored metrics (md, csv, html, json)"),
     "gate": ("robustvit.commands.gate", "check stored metrics against a policy (JUnit XML, exit 0/1/2)"),
+    "store": ("robustvit.commands.store", "show a results store's tables or copy one store into another"),
 }

@@ -6,11 +6,12 @@ import argparse
 
 
 def add_store_argument(parser: argparse.ArgumentParser) -> None:
-    """``--store PATH`` (default ``$ROBUSTVIT_STORE`` or ``./robustvit-results.sqlite``)."""
+    """``--store PATH|URL`` (default ``$ROBUSTVIT_STORE`` or ``./robustvit-results.sqlite``)."""
     parser.add_argument(
         "--store",
         default=None,
-        help="results store (SQLite file); default $ROBUSTVIT_STORE or ./robustvit-results.sqlite",
+        help="results store: a SQLite file or postgresql://user@host:port/db; "
+             "default $ROBUSTVIT_STORE or ./robustvit-results.sqlite",
     )
 
 
