@@ -120,6 +120,16 @@ def spectra(rows: pd.DataFrame) -> list[Figure]:
                       "energy towards the bottom right means the attack needs high frequencies)", "10 log10 energy")]
 
 
+def _single(fig, ax, xlabel: str, ylabel: str, title: str) -> Figure:
+    """Label, grid and legend of a one-panel figure, encoded with its title as alt text."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", frameon=False)
+    fig.tight_layout()
+    return _encode(fig, title, title)
+
+
 def attention_distance(rows: pd.DataFrame, style: Style) -> list[Figure]:
     """Mean attention distance per layer, one dot per head (ViTs): local heads near 0, global heads high."""
     sub = rows[rows["metric"].str.startswith("head=")].join(rows["cell"].str.extract(LAYER)).dropna(subset=["layer"])
@@ -132,14 +142,9 @@ def attention_distance(rows: pd.DataFrame, style: Style) -> list[Figure]:
         m = sub[sub["model"] == model]
         offset = (k - (len(models) - 1) / 2) * 0.12
         ax.scatter(m["layer"].astype(int) + offset, m["value"], s=18, alpha=0.8, **style.kw(model))
-    ax.set_xlabel("layer")
-    ax.set_ylabel("mean attention distance (pixels)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", frameon=False)
-    fig.tight_layout()
-    title = ("Mean attention distance per layer (one dot per head): low heads attend locally like convolutions, "
-             "high ones globally")
-    return [_encode(fig, title, title)]
+    return [_single(fig, ax, "layer", "mean attention distance (pixels)",
+                    "Mean attention distance per layer (one dot per head): low heads attend locally like "
+                    "convolutions, high ones globally")]
 
 
 def rollout_maps(rows: pd.DataFrame) -> list[Figure]:
@@ -173,14 +178,9 @@ def interaction_scope(rows: pd.DataFrame, style: Style) -> list[Figure]:
             continue
         m = m.assign(d=m["metric"].str.slice(2).astype(int)).sort_values("d")
         ax.plot(m["d"], m["value"], linestyle=style.linestyle(model), **style.kw(model))
-    ax.set_xlabel("distance between the patches (patches)")
-    ax.set_ylabel("mean |interaction|")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small", frameon=False)
-    fig.tight_layout()
-    title = ("Patch interactions against distance (Ma et al.): a curve that falls fast means each patch "
-             "interacts with its neighbourhood only")
-    return [_encode(fig, title, title)]
+    return [_single(fig, ax, "distance between the patches (patches)", "mean |interaction|",
+                    "Patch interactions against distance (Ma et al.): a curve that falls fast means each patch "
+                    "interacts with its neighbourhood only")]
 
 
 def probe_figures(rows: pd.DataFrame, style: Style) -> list[Figure]:

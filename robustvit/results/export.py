@@ -100,6 +100,8 @@ def group_tables(res: Results, *, paths: list[str] | None = None) -> list[tuple[
     family means only."""
     import pandas as pd
 
+    from robustvit.results.select import model_order
+
     wanted = res.headline if paths is None else paths
     comps = {(r.protocol, r.metric): r for r in res.comparisons.itertuples(index=False)}
     out = []
@@ -133,12 +135,6 @@ def group_tables(res: Results, *, paths: list[str] | None = None) -> list[tuple[
     return out
 
 
-def model_order(rows: pd.DataFrame) -> dict[str, str]:
-    from robustvit.results.select import model_order as order
-
-    return order(rows)
-
-
 def consistency_table(res: Results) -> pd.DataFrame:
     """Error consistency rows for people: protocol, ViT model, CNN model, cells, n, c_obs, c_exp, kappa."""
     ec = res.consistency
@@ -162,19 +158,15 @@ def render(table: pd.DataFrame, fmt: str) -> str:
 
 def warnings_table(res: Results) -> pd.DataFrame:
     """Raised sanity flags (``flag_*`` metrics with a non-zero value): model, family, where, which check."""
+    import pandas as pd
+
     from robustvit.results.select import FLAG_PREFIX, is_flag
 
     sel = res.selected
     flags = sel[sel["metric"].map(is_flag) & (sel["value"].fillna(0).astype(float) != 0)]
-    return pd_frame({"model": flags["model"], "family": flags["family"],
-                     "where": flags["path"].str.rsplit("/", n=1).str[0],
-                     "check": flags["metric"].str.slice(len(FLAG_PREFIX)).str.replace("_", " ")})
-
-
-def pd_frame(columns: dict[str, Any]) -> pd.DataFrame:
-    import pandas as pd
-
-    return pd.DataFrame(columns).reset_index(drop=True)
+    return pd.DataFrame({"model": flags["model"], "family": flags["family"],
+                         "where": flags["path"].str.rsplit("/", n=1).str[0],
+                         "check": flags["metric"].str.slice(len(FLAG_PREFIX)).str.replace("_", " ")}).reset_index(drop=True)
 
 
 def summary_text(res: Results, fmt: str = "table", *, paths: list[str] | None = None) -> str:

@@ -25,6 +25,7 @@ Conventions (what :mod:`robustvit.results.replicates` reads):
 
 from __future__ import annotations
 
+import base64
 import json
 import struct
 import zlib
@@ -101,6 +102,16 @@ def encode(outcomes: Outcomes) -> bytes:
     header = json.dumps({"arrays": entries, "pools": outcomes.pools, "meta": outcomes.meta},
                         separators=(",", ":")).encode()
     return _HEADER.pack(MAGIC, len(header)) + header + b"".join(chunks)
+
+
+def bits_to_text(values: Any) -> str:
+    """Booleans (any shape) as base64 of their packed bits: compact, JSON-safe partial state."""
+    return base64.b64encode(np.packbits(_numpy(values).astype(bool).reshape(-1)).tobytes()).decode("ascii")
+
+
+def text_to_bits(text: str, count: int) -> np.ndarray:
+    """The ``count`` booleans :func:`bits_to_text` wrote (flat; reshape as needed)."""
+    return np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8), count=count).astype(bool)
 
 
 def _encode_index(index: np.ndarray) -> tuple[bytes, str]:

@@ -6,6 +6,7 @@ All vectorised over numpy arrays; the tests check them against statsmodels / sci
 from __future__ import annotations
 
 import math
+import warnings
 from functools import lru_cache
 
 import numpy as np
@@ -47,12 +48,9 @@ def percentile_interval(replicates: np.ndarray, level: float = LEVEL, axis: int 
         shape = np.delete(reps.shape, axis) if reps.ndim > 1 else ()
         return np.full(shape, np.nan), np.full(shape, np.nan)
     alpha = (1 - level) / 2
-    with np.errstate(invalid="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            low, high = np.nanquantile(reps, [alpha, 1 - alpha], axis=axis)
+    with warnings.catch_warnings():  # all-NaN slices along the axis give NaN, silently
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low, high = np.nanquantile(reps, [alpha, 1 - alpha], axis=axis)
     return low, high
 
 

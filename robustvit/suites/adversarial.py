@@ -39,6 +39,8 @@ from robustvit.attacks.engine import attack_batch
 from robustvit.attacks.spec import AttackSpec, parse_specs
 from robustvit.errors import UserError
 from robustvit.records import CellResult, finite_or_nan
+from robustvit.results.outcomes import bits_to_text as _bits
+from robustvit.results.outcomes import text_to_bits
 from robustvit.suites.base import Suite
 
 if TYPE_CHECKING:
@@ -48,22 +50,6 @@ if TYPE_CHECKING:
 
 CHECKS_CELL = "checks"
 _STATE_VERSION = 2
-
-
-def _bits(values: list[bool]) -> str:
-    import base64
-
-    import numpy as np
-
-    return base64.b64encode(np.packbits(np.asarray(values, dtype=bool)).tobytes()).decode("ascii")
-
-
-def _unbits(text: str, n: int) -> list[bool]:
-    import base64
-
-    import numpy as np
-
-    return np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8), count=n).astype(bool).tolist()
 
 
 def _seed(ctx: SuiteContext, *parts: object) -> int:
@@ -90,9 +76,9 @@ class _Tally:
                 self.robust = {k: data["robust"][k] for k in eps_labels}
                 self.norms = [math.inf if v is None else v for v in data["norms"]]
                 self.extra = data["extra"]
-                self.correct = _unbits(data["correct"], self.n)
-                self.robust_points = {k: _unbits(data["robust_points"][k], self.n) for k in eps_labels}
-                self.point_extra = {k: _unbits(v, self.n) for k, v in data["point_extra"].items()}
+                self.correct = text_to_bits(data["correct"], self.n).tolist()
+                self.robust_points = {k: text_to_bits(data["robust_points"][k], self.n).tolist() for k in eps_labels}
+                self.point_extra = {k: text_to_bits(v, self.n).tolist() for k, v in data["point_extra"].items()}
 
     def add(self, outcome: Any, eps_labels: list[str]) -> None:
         self.batches += 1

@@ -55,7 +55,9 @@ import torch
 from robustvit.data.catalog import spec_label
 from robustvit.errors import UserError
 from robustvit.records import CellResult
+from robustvit.results.outcomes import bits_to_text, text_to_bits
 from robustvit.suites.base import Suite
+from robustvit.suites.corruption_images import PerImage
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -189,7 +191,7 @@ class CorruptionSuite(Suite):
             state = json.loads(saved.decode())
             if state.get("todo") == todo and state.get("v") == _STATE_VERSION:
                 start, n = int(state["batches"]), int(state["n"])
-                done = _unpack_bits(state["correct"], (len(pairs), n))
+                done = text_to_bits(state["correct"], len(pairs) * n).reshape(len(pairs), n)
                 hits = [[torch.from_numpy(row).to(ctx.device)] for row in done]
         last_save = time.monotonic()
         preset = self.preset
@@ -211,7 +213,7 @@ class CorruptionSuite(Suite):
             n += len(y)
             if time.monotonic() - last_save > _SAVE_EVERY_S:
                 state = {"v": _STATE_VERSION, "todo": todo, "batches": b + 1, "n": n,
-                         "correct": _pack_bits(torch.stack([torch.cat(h) for h in hits]))}
+                         "correct": bits_to_text(torch.stack([torch.cat(h) for h in hits]).cpu())}
                 ctx.partial_put(todo[0], json.dumps(state).encode())
                 last_save = time.monotonic()
         index = ctx.image_index(n)
@@ -267,7 +269,7 @@ class CorruptionSuite(Suite):
         counts = _counts(records)
         base_errors, base_clean = self._baseline(baseline)
         clean = errors.get(CLEAN, math.nan)
-        per_image = _PerImage(outcomes)
+        per_image = PerImage(outcomes)
         out: list[CellResult] = []
         per_error: dict[str, float] = {}
         per_ce: dict[str, float] = {}
@@ -281,16 +283,17 @@ class CorruptionSuite(Suite):
             errs = {s: errors[f"{name}/{s}"] for s in self.severities}
             result = CellResult(name).add("error", m.mean(errs.values()), n, False)
             per_error[name] = m.mean(errs.values())
-            per_image.add(name, "error", per_image.sum(cells), len(cells))
+            summed = per_image.sum(cells)  # per image: its errors over the severities
+            per_image.add(name, "error", summed, len(cells))
             base = base_errors(name)
             if base is not None:
                 per_ce[name] = m.corruption_error(errs, base)
                 result.add("ce", per_ce[name], n, False)
-                per_image.add(name, "ce", per_image.sum(cells), sum(base[s] for s in self.severities))
+                per_image.add(name, "ce", summed, sum(base[s] for s in self.severities))
                 if not math.isnan(clean) and base_clean is not None:
                     per_rce[name] = m.relative_corruption_error(errs, clean, base, base_clean)
                     result.add("relative_ce", per_rce[name], n, False)
-                    per_image.add(name, "relative_ce", per_image.sum(cells, minus=CLEAN),
+                    per_image.add(name, "relative_ce", per_image.less(summed, CLEAN, len(cells)),
                                   sum(base[s] - base_clean for s in self.severities))
             result.outcomes = per_image.outcomes(name)
             out.append(result)
@@ -330,58 +333,6 @@ class CorruptionSuite(Suite):
         return of, errors.get(CLEAN)
 
 
-class _PerImage:
-    """Per-image vectors of the aggregates, built from the cells' outcomes (inactive without them)."""
-
-    def __init__(self, outcomes: Any) -> None:
-        self.source = outcomes
-        self.index: Any = None
-        self.vectors: dict[str, dict[str, Any]] = {}
-        self.active = outcomes is not None
-
-    def _errors(self, cell: str) -> Any:
-        out = self.source.get(cell) if self.active else None
-        if out is None or "error" not in out.arrays:
-            self.active = False
-            return None
-        if self.index is None:
-            self.index = out.index("images")
-        elif len(out.index("images")) != len(self.index):
-            self.active = False
-            return None
-        return out.arrays["error"].astype("float64")
-
-    def sum(self, cells: list[str], minus: str | None = None) -> Any:
-        """Per image: the summed errors of ``cells`` (minus the error of cell ``minus`` in each)."""
-        total = 0.0
-        base = self._errors(minus) if minus is not None else 0.0
-        for cell in cells:
-            err = self._errors(cell)
-            if err is None or base is None:
-                return None
-            total = total + err - base
-        return total
-
-    def add(self, cell: str, metric: str, summed: Any, divisor: float) -> None:
-        if self.active and summed is not None and divisor:
-            self.vectors.setdefault(cell, {})[metric] = summed / divisor
-
-    def mean(self, cell: str, metric: str, parts: list[tuple[str, str]]) -> None:
-        vecs = [self.vectors.get(c, {}).get(mt) for c, mt in parts]
-        if self.active and vecs and all(v is not None for v in vecs):
-            self.vectors.setdefault(cell, {})[metric] = sum(vecs) / len(vecs)
-
-    def outcomes(self, cell: str) -> Any:
-        if not self.active or cell not in self.vectors:
-            return None
-        from robustvit.results.outcomes import Outcomes
-
-        out = Outcomes().add_pool("images", self.index)
-        for metric, vec in self.vectors[cell].items():
-            out.add(metric, vec)
-        return out
-
-
 def _parse(cell: str) -> tuple[str, int]:
     name, _, sev = cell.rpartition("/")
     return name, int(sev)
@@ -397,23 +348,6 @@ def _cell(cell: str, correct: torch.Tensor, index: Any) -> CellResult:
     result = CellResult(cell).add("error", 1.0 - accuracy, n, False).add("top1", accuracy, n, True)
     result.outcomes = Outcomes().add_pool("images", list(index)).add("error", ~correct).add("top1", correct)
     return result
-
-
-def _pack_bits(rows: torch.Tensor) -> str:
-    import base64
-
-    import numpy as np
-
-    return base64.b64encode(np.packbits(rows.cpu().numpy().astype(bool)).tobytes()).decode("ascii")
-
-
-def _unpack_bits(text: str, shape: tuple[int, int]) -> Any:
-    import base64
-
-    import numpy as np
-
-    bits = np.frombuffer(base64.b64decode(text), dtype=np.uint8)
-    return np.unpackbits(bits, count=shape[0] * shape[1]).astype(bool).reshape(shape)
 
 
 def _latest(records: pd.DataFrame, metric: str) -> pd.DataFrame:

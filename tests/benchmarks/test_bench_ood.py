@@ -43,12 +43,7 @@ ROUNDS = 5
 MAX_RATIO = 1.2
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.mark.parametrize("model_name", ["zoo_resnet", "zoo_vit"])

@@ -76,12 +76,7 @@ def _bare(model: torch.nn.Module, shapes: Counter, backward: Counter) -> float:
     return time.perf_counter() - t0
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.mark.parametrize("model_name", ["zoo_vit", "zoo_resnet"])
