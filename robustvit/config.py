@@ -14,6 +14,10 @@ Suite file layout::
     limit = 500               # evaluate a seeded subset of this many images
     amp = "bf16"              # autocast for inference: bf16 | fp16
     workers = 0               # DataLoader workers for image folders
+    executor = "local"        # local (this process) | ray (a Ray cluster; pip install robustvit[ray])
+    ray_address = "auto"      # ray only: a running cluster (auto, host:port, ray://...); unset: start one here
+    ray_workers = 8           # ray only: worker processes (default: one per GPU, else one per CPU of the cluster)
+    shard_images = 4096       # ray only: images per shard of a cell that can be split (see README "Scaling out")
 
     [[models]]
     spec = "timm:vit_base_patch16_224"   # or zoo_vit, torchvision:..., torchscript:..., python:m:f
@@ -40,7 +44,8 @@ from robustvit.errors import UserError
 from robustvit.suites.base import Suite
 
 RUN_KEYS = {"data": (str, dict), "seed": int, "batch_size": int, "device": str, "limit": int, "amp": str,
-            "workers": int}
+            "workers": int, "executor": str, "ray_address": str, "ray_workers": int, "shard_images": int}
+EXECUTORS = ("local", "ray")
 MODEL_KEYS = {"spec": str, "name": str, "checkpoint": str, "family": str, "pretrained": bool, "unsafe_pickle": bool,
               "num_classes": int, "preprocess": dict, "kwargs": dict}
 REPORT_KEYS = {"out": str, "title": str}
@@ -85,6 +90,10 @@ class RunConfig:
     limit: int | None = None
     amp: str | None = None
     workers: int = 0
+    executor: str = "local"
+    ray_address: str | None = None
+    ray_workers: int | None = None
+    shard_images: int = 4096
     source: str = "command line"
     report: dict[str, Any] | None = None  # [report] out = "reports/x": write the report after the run
 
@@ -200,7 +209,9 @@ def validate(cfg: RunConfig) -> RunConfig:
         raise UserError(f"{where}: unknown device {cfg.device!r} (allowed: {', '.join(DEVICES)})")
     if cfg.amp is not None and cfg.amp not in ("bf16", "fp16"):
         raise UserError(f"{where}: unknown amp dtype {cfg.amp!r} (allowed: bf16, fp16)")
-    for key in ("batch_size", "limit", "workers"):
+    if cfg.executor not in EXECUTORS:
+        raise UserError(f"{where}: unknown executor {cfg.executor!r} (allowed: {', '.join(EXECUTORS)})")
+    for key in ("batch_size", "limit", "workers", "ray_workers", "shard_images"):
         value = getattr(cfg, key)
         if value is not None and (value < 0 or (value == 0 and key != "workers")):
             raise UserError(f"{where}: {key} must be positive, got {value}")

@@ -165,6 +165,7 @@ class SuiteContext:
         feature_cache: FeatureCache | None = None,
         shared: SharedInputs | None = None,
         show_progress: bool = True,
+        shard: tuple[int, int] | None = None,
     ) -> None:
         if amp is not None and amp not in AMP_DTYPES:
             raise UserError(f"unknown autocast dtype {amp!r} (allowed: {', '.join(AMP_DTYPES)})")
@@ -174,6 +175,9 @@ class SuiteContext:
         self.batch_size = batch_size
         self.seed = seed
         self.limit = limit
+        #: positions ``[start, stop)`` of the evaluation subset this context covers (None: all of it); a
+        #: sharded cell is computed piecewise on these ranges and merged by image index (see the runner)
+        self.shard = shard
         self.amp = amp
         self.workers = workers
         self.store = store
@@ -203,9 +207,7 @@ class SuiteContext:
         no limit otherwise (other datasets, training splits); the subset is seeded by the run seed.
         """
         source = self.source(spec, split)
-        if limit == "default":
-            limit = self.limit if spec is None and split == "test" else None
-        indices = subset_indices(len(source), limit, self.seed)  # type: ignore[arg-type]
+        indices = self._indices(spec, split, limit)
         cfg = self.model.data_config
         if isinstance(source, TensorSource):
             for i in range(0, len(indices), self.batch_size):
@@ -234,13 +236,33 @@ class SuiteContext:
     def image_index(self, n: int, spec: str | Mapping[str, Any] | None = None, split: str = "test") -> list[int]:
         """Dataset positions of the ``n`` images a pass over ``spec`` yielded (the pool index of outcomes);
         positions 0..n-1 when unreadable images were skipped (the same ones for every model)."""
-        limit = self.limit if spec is None and split == "test" else None
-        index = subset_indices(len(self.source(spec, split)), limit, self.seed)
+        index = self._indices(spec, split)
         return index if len(index) == n else list(range(n))
 
     def num_examples(self, spec: str | Mapping[str, Any] | None = None, split: str = "test") -> int:
-        limit = self.limit if spec is None and split == "test" else None
-        return len(subset_indices(len(self.source(spec, split)), limit, self.seed))
+        return len(self._indices(spec, split))
+
+    def indexed_loader(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """``(x, y, index)`` batches of the evaluation images; ``index``: their dataset positions (CPU long),
+        what per-image seeds derive from (positions in pass order when unreadable images were skipped)."""
+        positions = self._indices(None, "test")
+        start = 0
+        for x, y in self.loader():
+            n = len(y)
+            chunk = positions[start:start + n] if len(positions) >= start + n else list(range(start, start + n))
+            start += n
+            yield x, y, torch.tensor(chunk, dtype=torch.long)
+
+    def _indices(self, spec: str | Mapping[str, Any] | None, split: str, limit: int | None | str = "default") -> list[int]:
+        """Dataset positions a pass reads: the seeded subset (``limit``), cut to the shard for the evaluation
+        images (the ``test`` split of the evaluation dataset under the run's limit)."""
+        own = spec is None and split == "test"
+        if limit == "default":
+            limit = self.limit if own else None
+        indices = subset_indices(len(self.source(spec, split)), limit, self.seed)  # type: ignore[arg-type]
+        if self.shard is not None and own and limit == self.limit:
+            indices = indices[self.shard[0]:self.shard[1]]
+        return indices
 
     # -- the shared forward pass -------------------------------------------------------------------
     def features(self, spec: str | Mapping[str, Any] | None = None, split: str = "test", *,
@@ -254,14 +276,15 @@ class SuiteContext:
         if limit == "default":
             limit = self.limit if spec is None and split == "test" else None
         valid = ",".join(map(str, self.model.valid_labels or []))
+        shard = self.shard if spec is None and split == "test" and limit == self.limit else None
         key = derive_seed(self.model.sha, source.fingerprint, split, limit, self.seed if limit else "",
-                          valid, self.amp, tuple(self.model.data_config["input_size"]))
+                          valid, self.amp, tuple(self.model.data_config["input_size"]), *(shard or ()))
         cache_key = f"{self.model.sha}-{source.fingerprint}-{key:016x}"
         cached = self.feature_cache.get(cache_key)
         if cached is not None:
             return cached
         logits, feats, labels = [], [], []
-        total = len(subset_indices(len(source), limit, self.seed))  # type: ignore[arg-type]
+        total = len(self._indices(spec, split, limit))
         name = source.name or spec_label(spec or self.dataset)
         with torch.no_grad():
             for x, y in self.progress(self.loader(spec, split, limit=limit), f"forward {name}", total, unit_scale=self.batch_size):

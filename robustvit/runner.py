@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -38,7 +38,8 @@ VERSIONED_PACKAGES = ("robustvit", "torch", "torchvision", "timm", "torchattacks
 @dataclass
 class Event:
     """Progress of a run: ``model`` loaded, ``plan`` of a suite, ``cell`` stored, ``aggregate`` stored,
-    ``suite`` finished, ``skipped`` unreadable images (when the dataset asks to skip them)."""
+    ``suite`` finished, ``skipped`` unreadable images (when the dataset asks to skip them), ``cluster``
+    (the Ray executor's tasks)."""
 
     kind: str
     model: str
@@ -188,82 +189,146 @@ def build_model(m: ModelConfig, seed: int = 0) -> ModelWrapper:
                       preprocess=m.preprocess, model_kwargs=m.kwargs, seed=seed)
 
 
+@dataclass
+class Unit:
+    """One (model, suite) of a run's plan: its record key, the cells to compute and those stored."""
+
+    mcfg: ModelConfig
+    scfg: Any
+    key: dict
+    todo: list[str]
+    done: set[str]
+    data: Any
+    limit: int | None
+    batch_size: int
+    outcomes: Any = None
+
+
+class _Writer:
+    """The one place results reach the store: intervals from the outcomes, then the cell whole."""
+
+    def __init__(self, cfg: RunConfig, store: Store, device: torch.device, summary: RunSummary) -> None:
+        self.cfg, self.store, self.device, self.summary = cfg, store, device, summary
+        self.resampler = Resampler()
+
+    def write(self, unit: Unit, result) -> None:
+        if result.outcomes:
+            unit.outcomes[result.cell] = result.outcomes
+        result.with_intervals(cell_intervals([m.metric for m in result.metrics], result.outcomes, self.resampler,
+                                             unit.outcomes.get))
+        if self.summary.run_id is None:  # the manifest goes with the first cell
+            self.summary.run_id = self.store.start_run(self.cfg.as_dict(), package_versions(), str(self.device),
+                                                       self.cfg.seed, git_commit())
+        self.store.write_cell(self.summary.run_id, unit.key, result)
+
+    def aggregate(self, unit: Unit, emit: Callable[[Event], None]) -> None:
+        """The suite's aggregates from the stored cells (after every cell of the unit is stored)."""
+        suite = unit.scfg.suite
+        baseline = {name: _baseline_records(self.store, unit.key, name) for name in suite.needs_models()}
+        for result in suite.aggregate(self.store.cell_records(unit.key), unit.outcomes, baseline):
+            if unit.todo or result.cell not in unit.done:
+                self.write(unit, result)
+                emit(Event("aggregate", unit.key["model"], unit.scfg.name, result.cell))
+
+
+def plan_unit(cfg: RunConfig, mcfg: ModelConfig, scfg, model: ModelWrapper, store: Store, force: bool,
+              ctx_args: dict) -> tuple[Unit, SuiteContext]:
+    """The key, context and cells to compute of one model and suite."""
+    suite = scfg.suite
+    data = scfg.data if scfg.data is not None else cfg.data
+    limit = scfg.limit if scfg.limit is not None else cfg.limit
+    batch_size = scfg.batch_size or cfg.batch_size
+    key = {"model": model.name, "model_sha": model.sha, "family": model.family, "params": model.params,
+           "suite": scfg.name, "kind": suite.kind, "suite_version": suite.version, "dataset": spec_label(data),
+           "config_key": config_key(suite.kind, suite.version, suite.config(), spec_label(data), limit,
+                                    cfg.seed, batch_size, cfg.amp)}
+    ctx = SuiteContext(model=model, suite=suite.name, dataset=data, batch_size=batch_size, seed=cfg.seed, limit=limit,
+                       amp=cfg.amp, workers=cfg.workers, key=key, **ctx_args)
+    key["protocol_spec"] = protocol_spec(suite.kind, suite.version, suite.config(), spec_label(data),
+                                         ctx.source().fingerprint, limit, cfg.seed, suite.label_options)
+    key["protocol"] = protocol_id(key["protocol_spec"])
+    ctx.key = dict(key)
+    done = store.done_cells(key)
+    cells = suite.cells_for(model)
+    todo = list(cells) if force else [c for c in cells if c not in done]
+    unit = Unit(mcfg, scfg, key, todo, done, data, limit, batch_size)
+    unit.outcomes = _CellOutcomes(store, key)
+    return unit, ctx
+
+
+def ordered_models(cfg: RunConfig) -> list[ModelConfig]:
+    """The run's models, those whose results a suite's aggregates read (e.g. a corruption baseline) first."""
+    needed = {name for scfg in cfg.suites for name in scfg.suite.needs_models()}
+    return sorted(cfg.models, key=lambda m: m.label not in needed)
+
+
 def execute(cfg: RunConfig, store: Store, *, force: bool = False, on_event: Callable[[Event], None] | None = None,
             feature_cache: FeatureCache | None = None, show_progress: bool = True) -> RunSummary:
-    """Run every (model, suite) of ``cfg``; cells already stored are skipped unless ``force``."""
+    """Run every (model, suite) of ``cfg``; cells already stored are skipped unless ``force``.
+
+    ``cfg.executor`` says where cells are computed: ``local`` (this process) or ``ray`` (a Ray cluster,
+    :mod:`robustvit.ray_executor`). Either way this process plans, merges image shards, computes
+    intervals and aggregates, and is the only writer of the store.
+    """
     emit = on_event or (lambda _e: None)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device) if cfg.executor == "local" else _driver_device(cfg.device)
     preflight(cfg, store)
-    cache = feature_cache or FeatureCache()
-    shared = SharedInputs.for_run(len(cfg.models))
-    resampler = Resampler()
     start = time.perf_counter()
     summary = RunSummary(run_id=None)
+    writer = _Writer(cfg, store, device, summary)
+    if cfg.executor == "ray":
+        from robustvit.ray_executor import run_on_ray
 
-    def write(key: dict, result, outcomes: _CellOutcomes) -> None:
-        """Intervals from the cell's outcomes, then the cell (the manifest goes with the first one)."""
-        if result.outcomes:
-            outcomes[result.cell] = result.outcomes
-        result.with_intervals(cell_intervals([m.metric for m in result.metrics], result.outcomes, resampler,
-                                             outcomes.get))
-        if summary.run_id is None:
-            summary.run_id = store.start_run(cfg.as_dict(), package_versions(), str(device), cfg.seed, git_commit())
-        store.write_cell(summary.run_id, key, result)
+        run_on_ray(cfg, store, writer, emit, force=force)
+    else:
+        _run_local(cfg, store, writer, emit, force=force, feature_cache=feature_cache or FeatureCache(),
+                   show_progress=show_progress)
+    summary.seconds = time.perf_counter() - start
+    return summary
 
-    # models whose results a suite's aggregates read (e.g. a corruption baseline) go first
-    needed = {name for scfg in cfg.suites for name in scfg.suite.needs_models()}
-    for mcfg in sorted(cfg.models, key=lambda m: m.label not in needed):
+
+def _driver_device(name: str) -> torch.device:
+    """Where the driver of a cluster run builds models to key them: CUDA is the workers' business."""
+    return torch.device("cpu") if name in ("auto", "cuda") else torch.device(name)
+
+
+def _run_local(cfg: RunConfig, store: Store, writer: _Writer, emit: Callable[[Event], None], *, force: bool,
+               feature_cache: FeatureCache, show_progress: bool) -> None:
+    """Every unit in this process, model by model (a run's later models reuse the first one's corrupted inputs)."""
+    summary = writer.summary
+    shared = SharedInputs.for_run(len(cfg.models))
+    ctx_args = {"device": writer.device, "store": store, "feature_cache": feature_cache, "shared": shared,
+                "show_progress": show_progress}
+    for mcfg in ordered_models(cfg):
         t0 = time.perf_counter()
         model = build_model(mcfg, cfg.seed)
         emit(Event("model", model.name, detail=f"{model.family}, {model.params:,} params, sha {model.sha}",
                    seconds=time.perf_counter() - t0))
         for scfg in cfg.suites:
+            unit, ctx = plan_unit(cfg, mcfg, scfg, model, store, force, ctx_args)
             suite = scfg.suite
-            data = scfg.data if scfg.data is not None else cfg.data
-            limit = scfg.limit if scfg.limit is not None else cfg.limit
-            batch_size = scfg.batch_size or cfg.batch_size
-            key = {"model": model.name, "model_sha": model.sha, "family": model.family, "params": model.params,
-                   "suite": scfg.name, "kind": suite.kind, "suite_version": suite.version, "dataset": spec_label(data),
-                   "config_key": config_key(suite.kind, suite.version, suite.config(), spec_label(data), limit,
-                                            cfg.seed, batch_size, cfg.amp)}
-            ctx = SuiteContext(model=model, suite=suite.name, dataset=data, device=device, batch_size=batch_size,
-                               seed=cfg.seed, limit=limit, amp=cfg.amp, workers=cfg.workers, store=store, key=key,
-                               feature_cache=cache, shared=shared, show_progress=show_progress)
-            key["protocol_spec"] = protocol_spec(suite.kind, suite.version, suite.config(), spec_label(data),
-                                                 ctx.source().fingerprint, limit, cfg.seed, suite.label_options)
-            key["protocol"] = protocol_id(key["protocol_spec"])
-            ctx.key = dict(key)
-            summary.keys.append(key)
-            outcomes = _CellOutcomes(store, key)
-            done = store.done_cells(key)
-            cells = suite.cells_for(model)
+            summary.keys.append(unit.key)
             for note in suite.notes_for(model):
                 emit(Event("skipped", model.name, suite.name, detail=note))
-            todo = list(cells) if force else [c for c in cells if c not in done]
-            summary.cached += len(cells) - len(todo)
-            emit(Event("plan", model.name, suite.name, detail=f"{len(todo)} to compute, {len(cells) - len(todo)} stored"))
+            cells = len(unit.todo) + len([c for c in suite.cells_for(model) if c not in unit.todo])
+            summary.cached += cells - len(unit.todo)
+            emit(Event("plan", model.name, suite.name, detail=f"{len(unit.todo)} to compute, "
+                                                                f"{cells - len(unit.todo)} stored"))
             t0 = suite_start = time.perf_counter()
             cell_seconds = 0.0
-            for result in suite.run(ctx, todo) if todo else ():
+            for result in suite.run(ctx, unit.todo) if unit.todo else ():
                 took = time.perf_counter() - t0 if result.seconds is None else result.seconds
-                write(key, result, outcomes)
+                writer.write(unit, result)
                 summary.computed += 1
                 cell_seconds += took
                 emit(Event("cell", model.name, suite.name, result.cell, seconds=took))
                 t0 = time.perf_counter()
-            if todo:
+            if unit.todo:
                 total = time.perf_counter() - suite_start
                 split = (f" ({cell_seconds:.1f}s in the cells + {total - cell_seconds:.1f}s shared: reading data, "
                          "forward passes, storing)") if total - cell_seconds >= 1.0 else ""
                 emit(Event("suite", model.name, suite.name, seconds=total,
-                           detail=f"{len(todo)} cell{'s' if len(todo) != 1 else ''} done in {total:.1f}s{split}"))
+                           detail=f"{len(unit.todo)} cell{'s' if len(unit.todo) != 1 else ''} done in {total:.1f}s{split}"))
             if ctx.skipped:
                 emit(Event("skipped", model.name, suite.name, detail=f"{ctx.skipped} unreadable images skipped"))
-            baseline = {name: _baseline_records(store, key, name) for name in suite.needs_models()}
-            aggregates = suite.aggregate(store.cell_records(key), outcomes, baseline)
-            for result in aggregates:
-                if todo or result.cell not in done:
-                    write(key, result, outcomes)
-                    emit(Event("aggregate", model.name, suite.name, result.cell))
-    summary.seconds = time.perf_counter() - start
-    return summary
+            writer.aggregate(unit, emit)

@@ -125,12 +125,12 @@ def test_aggregate_flags_from_records() -> None:
 
 def test_resumes_from_saved_partial_state(resnet, tmp_path) -> None:
     suite = AdversarialSuite(attacks=[{"attack": "pgd-linf", "eps": ["8/255"], "steps": 3},
-                                      {"attack": "deepfool-l2", "eps": [0.5, 1.0]}], checks=False)
+                                      {"attack": "deepfool-l2", "eps": [0.5, 1.0]}], checks=False, block=8)
     cells = suite.cells()
     store = Store(tmp_path / "s.sqlite")
     ctx = _ctx(resnet, store)
     assert len(list(suite.run(ctx, cells))) == 3
-    # after every batch the counts so far are saved: the last state holds all three batches
+    # after every block the counts so far are saved: the last state holds all three blocks of 8
     state = json.loads(store.get_partial(ctx.key, "pgd-linf/eps=8/255"))
     assert state["batches"] == 3 and state["n"] == 24
     assert store.get_partial(ctx.key, "deepfool-l2/eps=0.5") == store.get_partial(ctx.key, "deepfool-l2/eps=1")
@@ -138,13 +138,14 @@ def test_resumes_from_saved_partial_state(resnet, tmp_path) -> None:
     # a state "after 2 batches" with made-up counts: the run must continue from it, not redo them
     fresh = Store(tmp_path / "t.sqlite")
     ctx2 = _ctx(resnet, fresh)
-    marked = {"v": 2, "batches": 2, "n": 16, "clean": 16, "robust": {"8/255": 16}, "norms": [], "extra": {},
+    marked = {"v": 3, "batches": 2, "n": 16, "clean": 16, "robust": {"8/255": 16}, "norms": [], "extra": {},
               "correct": _bits([True] * 16), "robust_points": {"8/255": _bits([True] * 16)}, "point_extra": {}}
     fresh.put_partial(ctx2.key, "pgd-linf/eps=8/255", json.dumps(marked).encode())
     (res,) = suite.run(ctx2, ["pgd-linf/eps=8/255"])
     values = {m.metric: (m.value, m.n) for m in res.metrics}
     x, y = list(ctx2.loader())[2]
     spec = suite.specs[0]
-    third = attack_batch(spec.attack, ctx2.model, x, y, [8 / 255], _seed(ctx2, spec.label, "8/255", 2))
+    first = ctx2.image_index(24)[16]  # a block's seed: from the dataset index of its first image
+    third = attack_batch(spec.attack, ctx2.model, x, y, [8 / 255], _seed(ctx2, spec.label, "8/255", "block", first))
     assert values["robust_acc"] == (pytest.approx((16 + third.robust[0]) / 24), 24)
     assert values["clean_acc"][0] == pytest.approx((16 + third.clean) / 24)

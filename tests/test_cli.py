@@ -121,7 +121,7 @@ def test_user_errors_are_one_line_exit_2_nothing_written(tmp_path: Path, args: l
     ("toml", "message"),
     [
         ("[run\n", "not valid TOML"),
-        ("[run]\nseeed = 1\n", "[run]: unknown key 'seeed' (allowed: amp, batch_size, data, device, limit, seed, workers)"),
+        ("[run]\nseeed = 1\n", "[run]: unknown key 'seeed' (allowed: amp, batch_size, data, device, executor, limit, ray_address, ray_workers, seed, shard_images, workers)"),
         ("[run]\nseed = 'x'\n", "key 'seed' must be int"),
         ("[[models]]\nname = 'x'\n", "[[models]] #1: needs a 'spec' key"),
         ("[[models]]\nspec = 'zoo_vit'\nfamliy = 'vit'\n[suites.clean]\n", "unknown key 'famliy'"),

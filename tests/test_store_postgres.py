@@ -23,7 +23,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from postgres_server import INSTALL_HINT, SUPERUSER, PostgresServer, find_binaries, free_port  # noqa: E402
+from postgres_server import SUPERUSER, PostgresServer, free_port  # noqa: E402
 
 from robustvit.cli import main  # noqa: E402
 from robustvit.config import ModelConfig, RunConfig, build_suite  # noqa: E402
@@ -40,34 +40,6 @@ KEY = {"model": "m", "model_sha": "abc", "family": "vit", "params": 10, "suite":
        "suite_version": "1", "config_key": "k1", "dataset": "digits", "protocol": "clean-p1",
        "protocol_spec": {"kind": "clean", "limit": 10}}
 CORRUPTION = {"preset": "cifar10_c", "corruptions": ["gaussian_noise", "contrast"], "severities": [3]}
-
-
-def _missing(reason: str) -> None:
-    message = f"{reason}: {INSTALL_HINT}"
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must run the PostgreSQL tests; {message}")
-    pytest.skip(message)
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PostgresServer]:
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        _missing("psycopg is not installed")
-    bin_dir = find_binaries()
-    if bin_dir is None:
-        _missing("PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or in /usr/lib/postgresql/*/bin")
-    server = PostgresServer(bin_dir).start()
-    print(f"\nPostgreSQL test server up in {server.seconds:.2f}s on 127.0.0.1:{server.port} as OS user "
-          f"{server.user or 'current'}", file=sys.stderr)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def pg_url(pg_server: PostgresServer) -> str:
-    return pg_server.create_database()
 
 
 def _cfg(models: tuple[str, ...] = ("zoo_resnet",)) -> RunConfig:

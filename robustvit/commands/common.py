@@ -27,6 +27,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--amp", choices=("bf16", "fp16"), help="autocast inference to this dtype")
     parser.add_argument("--workers", type=int, help="DataLoader workers for image folders")
+    parser.add_argument("--executor", choices=("local", "ray"),
+                        help="where cells run: local (this process, the default) or ray (a Ray cluster)")
+    parser.add_argument("--ray-address", dest="ray_address", metavar="ADDR",
+                        help="Ray cluster to join (auto, host:port, ray://host:port); default: start one here")
+    parser.add_argument("--ray-workers", dest="ray_workers", type=int, metavar="N",
+                        help="Ray worker processes (default: one per GPU, else one per CPU of the cluster)")
     parser.add_argument("--force", action="store_true", help="recompute cells already stored")
     parser.add_argument("--quiet", action="store_true", help="print only the final tables")
     parser.add_argument("--format", choices=("table", "markdown", "csv", "json"), default="table",
@@ -53,6 +59,8 @@ def execute_and_print(cfg, args: argparse.Namespace) -> int:
             print(f"[{e.model}] {e.suite} {e.cell or '(all)'} done in {e.seconds:.1f}s", file=sys.stderr)
         elif e.kind == "suite":
             print(f"[{e.model}] {e.suite}: {e.detail}", file=sys.stderr)
+        elif e.kind == "cluster":
+            print(f"ray: {e.detail}", file=sys.stderr)
 
     import pandas as pd
 

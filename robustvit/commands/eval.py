@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
                           pretrained=False if args.no_pretrained else None, unsafe_pickle=args.unsafe_pickle,
                           num_classes=args.num_classes)
               for m in args.model]
-    run_opts = {k: getattr(args, k) for k in ("data", "seed", "batch_size", "device", "limit", "amp", "workers")
+    run_opts = {k: getattr(args, k) for k in ("data", "seed", "batch_size", "device", "limit", "amp", "workers",
+                                               "executor", "ray_address", "ray_workers")
                 if getattr(args, k) is not None}
     cfg = validate(RunConfig(models=models, suites=suites, **run_opts))
     if args.skip_corrupt:

@@ -15,7 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from robustvit.config import load_suite_file, skip_corrupt_images
 
-    overrides = {k: getattr(args, k) for k in ("data", "seed", "batch_size", "device", "limit", "amp", "workers")}
+    overrides = {k: getattr(args, k) for k in ("data", "seed", "batch_size", "device", "limit", "amp", "workers",
+                                              "executor", "ray_address", "ray_workers")}
     cfg = load_suite_file(args.suite_file, overrides)
     if args.skip_corrupt:
         skip_corrupt_images(cfg)

@@ -106,7 +106,8 @@ def corrupt(images: torch.Tensor, name: str, severity: int, *, preset: str = "im
         severity: 1-5.
         preset: ``"imagenet_c"`` (imagecorruptions 1.1.2) or ``"cifar10_c"`` (CIFAR-10-C generator).
         generator: Source of randomness: a ``torch.Generator`` (on any device; ``None`` uses torch's
-            global one), or a numpy ``RandomState`` for reference mode: the random numbers are then
+            global one), per-image streams (:class:`robustvit.rng.ImageStreams`, one per image of the
+            batch: each image's corruption then depends on that image's stream only), or a numpy ``RandomState`` for reference mode: the random numbers are then
             drawn by numpy with imagecorruptions' calls, so that a batch of one image gets the same
             draws as ``imagecorruptions.corrupt`` after ``np.random.seed(seed)`` (gaussian/speckle
             noise, glass/motion blur, snow, frost, fog, spatter, elastic; not shot/impulse noise,
@@ -136,5 +137,5 @@ def corrupt(images: torch.Tensor, name: str, severity: int, *, preset: str = "im
         out = torch.empty_like(images)
         for start in range(0, n, step):
             out[start: start + step] = fn(images[start: start + step], severity, preset=preset,
-                                          generator=generator, **options)
+                                          generator=_ops.chunk(generator, start, start + step), **options)
         return out

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from robustvit.rng import ImageStreams
+
 # -- dtype / device plumbing ------------------------------------------------------------------
 
 
@@ -35,8 +37,10 @@ def finish(out: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return out.clamp_(0.0, 1.0).to(like.dtype)
 
 
-Generator: TypeAlias = Union[torch.Generator, np.random.RandomState, None]  # noqa: UP007
-"""A source of randomness: a ``torch.Generator`` (on any device), or a numpy ``RandomState``.
+Generator: TypeAlias = Union[torch.Generator, np.random.RandomState, ImageStreams, None]  # noqa: UP007
+"""A source of randomness: a ``torch.Generator`` (on any device), per-image counter-based streams
+(:class:`robustvit.rng.ImageStreams`: what image ``i`` gets depends on that image only; the suites use
+them), or a numpy ``RandomState``.
 
 With a ``RandomState`` the draws are made by numpy with the calls, shapes and order of
 imagecorruptions 1.1.2, so a batch of one image corrupted under ``RandomState(seed)`` sees the same
@@ -72,11 +76,19 @@ def _gen_device(generator: torch.Generator | None, device: torch.device) -> torc
     return generator.device if generator is not None else device
 
 
+def chunk(generator: Generator, start: int, stop: int) -> Generator:
+    """The generator for images ``start:stop`` of a batch processed in chunks (per-image streams are
+    sliced; a sequential generator is shared, drawing in chunk order)."""
+    return generator[start:stop] if isinstance(generator, ImageStreams) else generator
+
+
 def uniform(shape: tuple[int, ...], generator: Generator, device: torch.device,
             low: float = 0.0, high: float = 1.0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``U(low, high)`` samples drawn from ``generator`` (on its device), returned on ``device``."""
     if is_numpy(generator):
         return torch.from_numpy(generator.uniform(low, high, size=shape)).to(device=device, dtype=dtype)
+    if isinstance(generator, ImageStreams):
+        return generator.uniform(shape, device, low, high, dtype)
     u = torch.rand(shape, generator=generator, device=_gen_device(generator, device), dtype=dtype)
     if low != 0.0 or high != 1.0:
         u = u.mul_(high - low).add_(low)
@@ -89,6 +101,8 @@ def normal(shape: tuple[int, ...], generator: Generator, device: torch.device,
     if is_numpy(generator):
         return torch.from_numpy(generator.normal(loc=mean, scale=std, size=shape)).to(device=device,
                                                                                       dtype=torch.float32)
+    if isinstance(generator, ImageStreams):
+        return generator.normal(shape, device, mean, std)
     z = torch.randn(shape, generator=generator, device=_gen_device(generator, device))
     if std != 1.0 or mean != 0.0:
         z = z.mul_(std).add_(mean)
@@ -100,6 +114,9 @@ def randint(low: int, high: int, shape: tuple[int, ...], generator: Generator,
     """Integers in ``[low, high)`` (numpy's ``randint`` convention)."""
     if is_numpy(generator):
         return torch.from_numpy(np.asarray(generator.randint(low, high, size=shape), dtype=np.int64)).to(device)
+    if isinstance(generator, ImageStreams):
+        u = generator.uniform(shape, device, dtype=torch.float32 if high - low <= 1 << 16 else torch.float64)
+        return (u * (high - low)).long().clamp_(max=high - low - 1).add_(low)
     u = torch.rand(shape, generator=generator, device=_gen_device(generator, device),
                    dtype=torch.float32 if high - low <= 1 << 16 else torch.float64)
     return (u * (high - low)).long().clamp_(max=high - low - 1).add_(low).to(device)

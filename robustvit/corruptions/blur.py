@@ -93,7 +93,7 @@ def _shuffle(n: int, h: int, w: int, delta: int, iterations: int, generator: _op
             r = _ops.randint(-delta, delta, (n, len(t), 2), generator, device)
             offset = (r[..., 1] * w + r[..., 0]).index_select(1, t).T
         else:  # i.i.d. draws: no need to reorder them, and one draw gives both dx and dy
-            r = _ops.randint(0, span * span, (len(t), n), generator, device)
+            r = _ops.randint(0, span * span, (n, len(t)), generator, device).T
             offset = torch.div(r, span, rounding_mode="floor").sub_(delta).mul_(w).add_(r.remainder(span).sub_(delta))
         sources = offset.add_(targets)
         for a, b in zip(edges[:-1], edges[1:]):  # one take/put per wavefront, for the whole batch

@@ -85,7 +85,7 @@ def shot_noise(images: torch.Tensor, severity: int, *, preset: str = "imagenet_c
     x = _ops.work(images)
     cdf, guide, size, cells = _poisson_tables(c, x.device)
     level = (x.clamp(0, 1) * 255.0).round_().to(torch.int64).view(-1)
-    u = _ops.uniform((level.numel(),), generator, x.device)
+    u = _ops.uniform((x.shape[0], level.numel() // max(x.shape[0], 1)), generator, x.device).view(-1)
     cell = (u * cells).to(torch.int64).clamp_(max=cells - 1)
     k = guide.take(cell.add_(level * cells)).long()
     base = level * size

@@ -112,7 +112,7 @@ def spatter(images: torch.Tensor, severity: int, *, preset: str = "imagenet_c",
     # most of the work is on one-channel maps: chunks of several images amortise the many small ops
     step = _ops.cpu_chunk(x, bytes_per_image=h * w * 4)
     for a in range(0, n, step):
-        out[a: a + step] = _spatter(x[a: a + step], p, generator)
+        out[a: a + step] = _spatter(x[a: a + step], p, _ops.chunk(generator, a, a + step))
     return _ops.finish(out, images)
 
 

@@ -74,15 +74,7 @@ class Probe:
 # -- helpers ---------------------------------------------------------------------------------------------
 def batches(ctx: SuiteContext) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """``(x, y, index)`` batches of the evaluation images; ``index`` = their dataset positions (CPU, long)."""
-    from robustvit.context import subset_indices
-
-    positions = subset_indices(len(ctx.source()), ctx.limit, ctx.seed)
-    start = 0
-    for x, y in ctx.loader():
-        n = len(y)
-        chunk = positions[start:start + n] if len(positions) >= start + n else list(range(start, start + n))
-        start += n
-        yield x, y, torch.tensor(chunk, dtype=torch.long)
+    return ctx.indexed_loader()
 
 
 def per_image_generators(ctx: SuiteContext, index: torch.Tensor, *parts: object) -> list[torch.Generator]:
@@ -157,6 +149,6 @@ def accuracy_cell(cell: str, correct: torch.Tensor, index: torch.Tensor | list[i
 
     correct = correct.detach().to("cpu", torch.bool).reshape(-1)
     n = len(correct)
-    result = CellResult(cell).add(metric, float(correct.float().mean()) if n else float("nan"), n, True)
+    result = CellResult(cell).add(metric, int(correct.sum()) / n if n else float("nan"), n, True)
     result.outcomes = Outcomes().add_pool("images", list(map(int, index))).add(metric, correct)
     return result

@@ -262,7 +262,8 @@ def _error_cell(cell: str, wrong: torch.Tensor, index: torch.Tensor, seconds: fl
     from robustvit.results.outcomes import Outcomes
 
     wrong = wrong.to(torch.bool)
-    result = CellResult(cell, seconds=seconds).add("error", float(wrong.float().mean()), len(wrong), False)
+    result = CellResult(cell, seconds=seconds).add("error", int(wrong.sum()) / len(wrong) if len(wrong) else float("nan"),
+                                                  len(wrong), False)
     result.outcomes = Outcomes().add_pool("images", index.tolist()).add("error", wrong.numpy())
     return result
 

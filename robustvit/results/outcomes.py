@@ -79,6 +79,19 @@ class Outcomes:
         return bool(self.arrays) or bool(self.meta)
 
 
+def concat(parts: list[Outcomes]) -> Outcomes:
+    """The outcomes of one cell computed piecewise on consecutive image shards, joined in shard order
+    (every array and pool index concatenated; metadata from the first part)."""
+    first = parts[0]
+    out = Outcomes(pools=dict(first.pools), meta=dict(first.meta))
+    for name in first.arrays:
+        missing = [i for i, p in enumerate(parts) if name not in p.arrays]
+        if missing:
+            raise ValueError(f"shard {missing[0]} lacks the outcome array {name!r}")
+        out.arrays[name] = np.concatenate([p.arrays[name] for p in parts])
+    return out
+
+
 def _numpy(values: Any) -> np.ndarray:
     if hasattr(values, "detach"):  # a torch tensor, on any device
         values = values.detach().to("cpu").numpy()

@@ -18,9 +18,12 @@ The ``checks`` cell holds the model probes of :func:`robustvit.attacks.checks.ru
 (``flag_*`` metrics, 1 = suspicious). :meth:`AdversarialSuite.aggregate` adds cell ``""`` with the
 flags computed from the stored cells and ``flag_gradient_masking`` (any flag raised).
 
-Cells resume at batch granularity: after every batch the counts so far go to ``ctx.partial_put``; a
-killed run continues from the last finished batch. Every batch's attack seed derives from (run seed,
-attack label, epsilon, batch index), so a resumed run gives the numbers of an uninterrupted one.
+Attacks run on blocks of ``block`` consecutive images of the evaluation subset (whatever the run's
+batch size). A library attack draws its random numbers (random starts, Square's proposals) for the
+whole block from one seed, derived from (run seed, attack label, epsilon, dataset index of the block's
+first image): batch size and sharding (on block boundaries) never change a number. Cells resume at
+block granularity: after every block the counts so far go to ``ctx.partial_put``; a killed run
+continues from the last finished block with the numbers of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -49,12 +52,31 @@ if TYPE_CHECKING:
     from robustvit.context import SuiteContext
 
 CHECKS_CELL = "checks"
-_STATE_VERSION = 2
+_STATE_VERSION = 3
 
 
 def _seed(ctx: SuiteContext, *parts: object) -> int:
     gen = ctx.generator("adversarial", *parts)
     return int(torch.randint(0, 2**62, (1,), generator=gen, device=gen.device).item())
+
+
+def _blocks(batches: Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+            size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The ``(x, y, index)`` batches regrouped into blocks of ``size`` consecutive images (the last may be short)."""
+    xs: list[torch.Tensor] = []
+    ys: list[torch.Tensor] = []
+    idx: list[torch.Tensor] = []
+    have = 0
+    for x, y, index in batches:
+        xs.append(x), ys.append(y), idx.append(index)
+        have += len(y)
+        while have >= size:
+            x_all, y_all, i_all = torch.cat(xs), torch.cat(ys), torch.cat(idx)
+            yield x_all[:size], y_all[:size], i_all[:size]
+            xs, ys, idx = [x_all[size:]], [y_all[size:]], [i_all[size:]]
+            have -= size
+    if have:
+        yield torch.cat(xs), torch.cat(ys), torch.cat(idx)
 
 
 class _Tally:
@@ -158,12 +180,16 @@ class AdversarialSuite(Suite):
         checks_eps: Linf epsilon of the PGD-vs-Square probe; default the largest Linf epsilon
             evaluated, else 8/255.
         amp: Run attacks under the run's autocast dtype (default: fp32, whatever the run's ``amp``).
+        block: Images per attack call (the unit of the attack's random streams; see the module
+            docstring). Lower it when a block does not fit in GPU memory (a block that runs out of
+            memory is split in halves, which changes its random draws).
     """
 
     kind: ClassVar[str] = "adversarial"
-    version: ClassVar[str] = "2"
+    version: ClassVar[str] = "3"  # 3: attack seeds per block of images, not per batch
     options: ClassVar[dict[str, Any]] = {
         "attacks": ["pgd-linf"], "eps": None, "checks": True, "checks_n": 64, "checks_eps": None, "amp": False,
+        "block": 128,
     }
 
     def validate(self) -> None:
@@ -171,8 +197,9 @@ class AdversarialSuite(Suite):
         for key in ("checks", "amp"):
             if not isinstance(o[key], bool):
                 raise UserError(f"suite {self.name!r}: option {key!r} must be true or false, got {o[key]!r}")
-        if isinstance(o["checks_n"], bool) or not isinstance(o["checks_n"], int) or o["checks_n"] < 1:
-            raise UserError(f"suite {self.name!r}: option 'checks_n' must be an integer >= 1, got {o['checks_n']!r}")
+        for key in ("checks_n", "block"):
+            if isinstance(o[key], bool) or not isinstance(o[key], int) or o[key] < 1:
+                raise UserError(f"suite {self.name!r}: option {key!r} must be an integer >= 1, got {o[key]!r}")
         self.specs = parse_specs(o["attacks"], o["eps"])
         linf = [value for spec in self.specs if spec.attack.norm == "linf" for value, _ in spec.eps]
         if o["checks_eps"] is not None:
@@ -212,13 +239,14 @@ class AdversarialSuite(Suite):
         labels = [text for _, text in eps]
         cells = [spec.cell(text) for text in labels]
         tally = _Tally(labels, ctx.partial_get(cells[0]))
-        batches = ctx.loader()
+        block = self.opts["block"]
+        blocks = _blocks(ctx.indexed_loader(), block)
         total = ctx.num_examples()
         desc = f"{spec.label} eps={','.join(labels)}"
-        for b, (x, y) in enumerate(ctx.progress(batches, desc, total, unit_scale=ctx.batch_size)):
+        for b, (x, y, index) in enumerate(ctx.progress(blocks, desc, total, unit_scale=block)):
             if b < tally.batches:
                 continue  # finished before an interruption
-            seed = _seed(ctx, spec.label, *seed_parts, b)
+            seed = _seed(ctx, spec.label, *seed_parts, "block", int(index[0]))
             outcome = attack_batch(spec.attack, ctx.model, x, y, [value for value, _ in eps], seed, autocast=autocast)
             tally.add(outcome, labels)
             state = tally.state()
@@ -227,6 +255,33 @@ class AdversarialSuite(Suite):
         index = ctx.image_index(tally.n)
         for text in labels:
             yield tally.result(spec, text, index)
+
+    # -- image shards ---------------------------------------------------------------------------------
+    def shardable(self, cell: str) -> bool:
+        spec = next((sp for sp in self.specs if cell in sp.cells), None)
+        return spec is not None and not spec.attack.min_norm  # a median norm is not a per-image mean
+
+    def shard_unit(self) -> int:
+        return int(self.opts["block"])
+
+    def finish(self, cell: str, outcomes: Any) -> CellResult:
+        """The cell from its per-image outcomes: the counts of the blocks rebuilt, then :meth:`_Tally.result`."""
+        import numpy as np
+
+        spec = next(sp for sp in self.specs if cell in sp.cells)
+        label = next(text for _, text in spec.eps if spec.cell(text) == cell)
+        a = outcomes.arrays
+        tally = _Tally([label])
+        tally.correct = a["clean_acc"].tolist()
+        tally.n, tally.clean = len(tally.correct), int(np.sum(a["clean_acc"]))
+        tally.robust_points[label] = a["robust_acc"].tolist()
+        tally.robust[label] = int(np.sum(a["robust_acc"]))
+        for name in a:
+            if name.startswith("robust_acc_"):
+                key = "robust_after_" + name.removeprefix("robust_acc_")
+                tally.point_extra[key] = a[name].tolist()
+                tally.extra[key] = float(np.sum(a[name]))
+        return tally.result(spec, label, outcomes.index("images").tolist())
 
     def _checks(self, ctx: SuiteContext, autocast: Any) -> CellResult:
         xs, ys, have = [], [], 0

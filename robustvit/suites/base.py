@@ -91,6 +91,35 @@ class Suite:
         a fitting split); the runner opens them all before any work. None by default."""
         return []
 
+    # -- image sharding (see the runner's executors) -------------------------------------------------
+    def shardable(self, cell: str) -> bool:
+        """Whether ``cell`` can be computed piecewise on image shards (contexts with ``ctx.shard`` set) and
+        merged by :meth:`merge`: its metrics are a function of per-image outcomes and every random draw is
+        per image (or per :meth:`shard_unit` block). None by default."""
+        return False
+
+    def shard_unit(self) -> int:
+        """Shard boundaries fall on multiples of this many images (a block of images drawn together)."""
+        return 1
+
+    def finish(self, cell: str, outcomes: Outcomes) -> CellResult:
+        """The cell's result from all its per-image outcomes (what :meth:`merge` computes once)."""
+        raise NotImplementedError(f"suite {self.kind!r} cannot merge shards")
+
+    def merge(self, cell: str, parts: list[CellResult]) -> CellResult:
+        """One result from the results of consecutive image shards (in order): outcomes joined by image
+        index, metrics computed once from them by :meth:`finish` (an AUROC or a mean of the whole set,
+        never an average over shards)."""
+        from robustvit.results.outcomes import concat
+
+        missing = [i for i, p in enumerate(parts) if p.outcomes is None]
+        if missing:
+            raise ValueError(f"cell {cell!r}: shard {missing[0]} returned no outcomes")
+        result = self.finish(cell, concat([p.outcomes for p in parts]))  # type: ignore[misc]
+        seconds = [p.seconds for p in parts if p.seconds is not None]
+        result.seconds = sum(seconds) if seconds else None
+        return result
+
     def needs_models(self) -> list[str]:
         """Models (by name) whose stored results :meth:`aggregate` reads; the runner evaluates the
         ones in the same run first. None by default."""

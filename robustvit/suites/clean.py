@@ -11,12 +11,14 @@ Per-image outcomes: ``top1`` and ``top5`` (correct or not), ``nll`` (per-image l
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from robustvit.context import SuiteContext
-from robustvit.metrics.classification import ece, nll, top1, topk
 from robustvit.records import CellResult
 from robustvit.suites.base import Suite
+
+if TYPE_CHECKING:
+    from robustvit.results.outcomes import Outcomes
 
 ECE_BINS = 15
 
@@ -38,19 +40,30 @@ class CleanSuite(Suite):
 
         fs = ctx.features()
         n = len(fs.labels)
-        result = CellResult("")
-        result.add("top1", top1(fs.logits, fs.labels), n, True)
         out = Outcomes().add_pool("images", ctx.image_index(n))
         probs = fs.logits.float().softmax(dim=1)
         conf, pred = probs.max(dim=1)
         out.add("top1", pred == fs.labels)
         if fs.logits.shape[1] >= 5:
-            result.add("top5", topk(fs.logits, fs.labels, 5), n, True)
             out.add("top5", (fs.logits.topk(5, dim=1).indices == fs.labels[:, None]).any(dim=1))
-        result.add("nll", nll(fs.logits, fs.labels), n, False)
-        result.add("ece", ece(fs.logits, fs.labels, ECE_BINS), n, False)
         out.add("nll", F.cross_entropy(fs.logits.float(), fs.labels, reduction="none"))
         out.add("conf", conf)
         out.meta["ece"] = {"conf": "conf", "correct": "top1", "bins": ECE_BINS}
-        result.outcomes = out
-        yield result
+        yield self.finish("", out)
+
+    def shardable(self, cell: str) -> bool:
+        return True
+
+    def finish(self, cell: str, outcomes: Outcomes) -> CellResult:
+        """Top-1, top-5, mean NLL and ECE (Guo et al. 2017: 15 equal-width confidence bins, |accuracy -
+        confidence| weighted by bin size), all from the per-image outcomes, so a cell merged from image
+        shards equals one computed whole."""
+        from robustvit.results.bootstrap import recompute
+
+        n = outcomes.pool_size("images")
+        result = CellResult(cell)
+        for metric, higher in (("top1", True), ("top5", True), ("nll", False), ("ece", False)):
+            if metric in outcomes.arrays or metric == "ece":
+                result.add(metric, recompute(outcomes, metric) if n else float("nan"), n, higher)
+        result.outcomes = outcomes
+        return result

@@ -34,8 +34,9 @@ Options:
 * ``frost_dir``: folder of the frost textures (default: the installed ``imagecorruptions`` data files).
 
 In ``generate`` mode the clean images are read once and every requested cell is computed on each
-batch; the images of batch ``b`` for cell ``(c, s)`` come from ``ctx.generator(c, s, b)``, so an
-interrupted run resumes (from its saved progress) with the same numbers. With several models in a
+batch; every random number image ``i`` gets for cell ``(c, s)`` comes from its own stream, keyed by
+(run seed, c, s, dataset index of ``i``) (:class:`robustvit.rng.ImageStreams`), so batch size, sharding
+and an interrupted run resuming from its saved progress never change a number. With several models in a
 run on the CPU, each corrupted batch is made once and reused by the other models that read the
 same batches (:class:`robustvit.context.SharedInputs`, within ``$ROBUSTVIT_SHARE_MB``).
 """
@@ -52,10 +53,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from robustvit.context import derive_seed
 from robustvit.data.catalog import spec_label
 from robustvit.errors import UserError
 from robustvit.records import CellResult
 from robustvit.results.outcomes import bits_to_text, text_to_bits
+from robustvit.rng import ImageStreams
 from robustvit.suites.base import Suite
 from robustvit.suites.corruption_images import PerImage
 
@@ -69,14 +72,14 @@ AUTO = "auto"
 SMALL_IMAGES = 64  # data at most this many pixels on a side is CIFAR-like: the cifar10_c preset
 CLEAN = "clean"
 _SAVE_EVERY_S = 1.0  # progress of the generate mode is saved after a batch at most this often
-_STATE_VERSION = 2  # partial state: per-image correctness as packed bits
+_STATE_VERSION = 3  # partial state: per-image correctness as packed bits
 
 
 class CorruptionSuite(Suite):
     """Top-1 error under each (corruption, severity), CE / mCE / relative mCE against a baseline."""
 
     kind: ClassVar[str] = "corruption"
-    version: ClassVar[str] = "2"
+    version: ClassVar[str] = "3"  # 3: per-image random streams (batch size and sharding change nothing)
     label_options: ClassVar[tuple[str, ...]] = ("preset", "baseline")  # which baseline normalised the mCE
     options: ClassVar[dict[str, Any]] = {
         "preset": "auto", "corruptions": "benchmark", "severities": [1, 2, 3, 4, 5], "source": "generate",
@@ -173,6 +176,12 @@ class CorruptionSuite(Suite):
         else:
             yield from self._run_disk(ctx, todo)
 
+    def shardable(self, cell: str) -> bool:
+        return self.opts["source"] == "generate"  # corrupted on the fly from per-image streams
+
+    def finish(self, cell: str, outcomes: Any) -> CellResult:
+        return _cell(cell, torch.from_numpy(outcomes.arrays["top1"]), outcomes.index("images"))
+
     def _predict_correct(self, ctx: SuiteContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per image: classified correctly (bool, on the device)."""
         with torch.no_grad(), ctx.autocast():
@@ -198,15 +207,17 @@ class CorruptionSuite(Suite):
         total = ctx.num_examples()
         # what a batch's pixels depend on besides the corruption (checked by checksum on reuse too)
         data = json.dumps([self.name, self.opts, spec_label(ctx.dataset), ctx.limit, ctx.seed, ctx.batch_size,
-                           ctx.model.data_config], sort_keys=True, default=str)
-        for b, (x, y) in enumerate(ctx.progress(ctx.loader(), f"corruption {len(pairs)} cells", total,
-                                                unit_scale=ctx.batch_size)):
+                           ctx.shard, ctx.model.data_config], sort_keys=True, default=str)
+        seeds = {(name, sev): derive_seed(ctx.seed, "corruption", name, sev) for _, name, sev in pairs}
+        for b, (x, y, index) in enumerate(ctx.progress(ctx.indexed_loader(), f"corruption {len(pairs)} cells", total,
+                                                       unit_scale=ctx.batch_size)):
             if b < start:
                 continue
             for i, (_, name, sev) in enumerate(pairs):
                 t0 = time.perf_counter()
                 extra = {"frost_dir": self.opts["frost_dir"]} if name == "frost" and self.opts["frost_dir"] else {}
-                make = partial(corrupt, x, name, sev, preset=preset, generator=ctx.generator(name, sev, b), **extra)
+                streams = ImageStreams.for_images(seeds[(name, sev)], index, x.device)
+                make = partial(corrupt, x, name, sev, preset=preset, generator=streams, **extra)
                 xc = ctx.shared.get((data, name, sev, b), x, make)
                 hits[i].append(self._predict_correct(ctx, xc, y))
                 seconds[i] += time.perf_counter() - t0
@@ -344,7 +355,7 @@ def _cell(cell: str, correct: torch.Tensor, index: Any) -> CellResult:
 
     correct = correct.detach().to("cpu", torch.bool)
     n = len(correct)
-    accuracy = correct.float().mean().item() if n else math.nan
+    accuracy = int(correct.sum()) / n if n else math.nan  # exact: the mean of its outcomes
     result = CellResult(cell).add("error", 1.0 - accuracy, n, False).add("top1", accuracy, n, True)
     result.outcomes = Outcomes().add_pool("images", list(index)).add("error", ~correct).add("top1", correct)
     return result
