@@ -14,7 +14,8 @@ from robustvit.registry import Registry
 #: model factories: ``fn(**kwargs) -> LoadedModel`` (see :mod:`robustvit.models`)
 MODELS: Registry = Registry("models", tables=["robustvit.models.zoo:BUILTINS"])
 #: dataset factories: ``fn(split, **kwargs) -> robustvit.data.Source``
-DATASETS: Registry = Registry("datasets", tables=["robustvit.data.catalog:BUILTINS", "robustvit.ood.datasets:BUILTINS"])
+DATASETS: Registry = Registry("datasets", tables=["robustvit.data.catalog:BUILTINS", "robustvit.ood.datasets:BUILTINS",
+                                           "robustvit.data.cue_conflict:BUILTINS", "robustvit.data.imagenet9:BUILTINS"])
 #: suite classes (subclasses of :class:`robustvit.suites.base.Suite`)
 SUITES: Registry = Registry("suites", tables=["robustvit.suites:BUILTINS"])
 #: batched corruption functions ``fn(images, severity, *, preset, generator) -> images``

@@ -166,6 +166,18 @@ def build_section(rows: pd.DataFrame, suite: str, style: figures.Style, models: 
         from robustvit.report.probe_figures import probe_figures
 
         section.figures.extend(probe_figures(rows, style))
+    if "kind" in rows and (rows["kind"] == "stability").any():
+        from robustvit.report.stability_figures import stability_figures
+
+        section.figures.extend(stability_figures(rows, style))
+    if "kind" in rows and (rows["kind"] == "shape_bias").any():
+        from robustvit.report.shape_figures import shape_figures
+
+        section.figures.extend(shape_figures(rows, style))
+    if "kind" in rows and (rows["kind"] == "backgrounds").any():
+        from robustvit.report.backgrounds_figures import backgrounds_figures
+
+        section.figures.extend(backgrounds_figures(rows, style))
 
     aggregates = rows[(rows["cell"] == "") & ~rows["metric"].map(is_flag)]
     if not aggregates.empty:

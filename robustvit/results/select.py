@@ -26,6 +26,9 @@ HEADLINES: dict[str, tuple[str, tuple[str, ...]]] = {
     "ood": (r"^(near|far|sanity)$", ("auroc", "fpr95")),
     "probes": (r"^(patch_drop/random/f=0\.5|patch_shuffle/g=model|cutout/f=0\.5|fourier/bands|spectrum/energy)$",
                ("top1", "high", "high_share")),
+    "stability": (r"^$", ("mfr", "mt5d", "mean_fp", "mean_t5d")),
+    "shape_bias": (r"^$", ("shape_bias",)),
+    "backgrounds": (r"^(|original|mixed_rand)$", ("bg_gap", "top1")),
 }
 #: metrics that headline a suite of an unknown kind
 PRIMARY_METRICS: tuple[str, ...] = ("top1", "mce", "relative_mce", "mean_error", "robust_acc", "auroc", "fpr95",

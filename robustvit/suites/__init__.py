@@ -8,4 +8,7 @@ BUILTINS: dict[str, str] = {
     "adversarial": "robustvit.suites.adversarial:AdversarialSuite",
     "ood": "robustvit.suites.ood:OODSuite",
     "probes": "robustvit.suites.probes:ProbesSuite",
+    "stability": "robustvit.suites.stability:StabilitySuite",
+    "shape_bias": "robustvit.suites.shape_bias:ShapeBiasSuite",
+    "backgrounds": "robustvit.suites.backgrounds:BackgroundsSuite",
 }
