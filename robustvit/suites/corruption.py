@@ -11,8 +11,9 @@ Aggregates (:meth:`CorruptionSuite.aggregate`, a function of the stored cells):
 * ``<corruption>`` (``corruption/gaussian_noise/ce``): ``error`` (mean over the severities), ``ce``
   and ``relative_ce`` (when there is a baseline with errors for that corruption);
 * ``""`` (``corruption/mce``): ``mean_error`` (unnormalised mean over the benchmark corruptions in
-  the suite, or over all of them if it has none), and ``mce`` / ``relative_mce`` over the 15 benchmark
-  corruptions, written only when the suite has all 15 (a partial mCE would not compare).
+  the suite, or over all of them if it has none or with ``protocol = "paul_chen"``), and ``mce`` /
+  ``relative_mce`` over the 15 benchmark corruptions, written only when the suite has all 15 (a partial
+  mCE would not compare).
 
 Options:
 
@@ -32,6 +33,11 @@ Options:
   name of a stored model evaluated with the same suite options, whose errors normalise CE (when it
   is one of the run's models, the runner evaluates it first).
 * ``frost_dir``: folder of the frost textures (default: the installed ``imagecorruptions`` data files).
+* ``protocol``: ``standard`` (default) or ``paul_chen``: ``mean_error`` is the unnormalised mean over every
+  corruption of the suite, as Paul & Chen (2022) report "mCE (unnormalized)" over all 19 with
+  ``corruptions = "all"`` (their ``imagenet_c/test.py``: ``np.mean`` of the 19 per-corruption mean errors);
+  the standard ``mean_error`` averages the benchmark corruptions only. Nothing else changes (CE / mCE stay
+  over the 15). The standard protocol is left out of the suite's config, so its records keep their protocol.
 
 In ``generate`` mode the clean images are read once and every requested cell is computed on each
 batch; every random number image ``i`` gets for cell ``(c, s)`` comes from its own stream, keyed by
@@ -70,6 +76,7 @@ if TYPE_CHECKING:
 SOURCES = ("generate", "imagenet_c_disk", "cifar10_c_disk")
 AUTO = "auto"
 SMALL_IMAGES = 64  # data at most this many pixels on a side is CIFAR-like: the cifar10_c preset
+PROTOCOLS = ("standard", "paul_chen")
 CLEAN = "clean"
 _SAVE_EVERY_S = 1.0  # progress of the generate mode is saved after a batch at most this often
 _STATE_VERSION = 3  # partial state: per-image correctness as packed bits
@@ -83,7 +90,7 @@ class CorruptionSuite(Suite):
     label_options: ClassVar[tuple[str, ...]] = ("preset", "baseline")  # which baseline normalised the mCE
     options: ClassVar[dict[str, Any]] = {
         "preset": "auto", "corruptions": "benchmark", "severities": [1, 2, 3, 4, 5], "source": "generate",
-        "root": None, "classes": None, "baseline": "auto", "frost_dir": None,
+        "root": None, "classes": None, "baseline": "auto", "frost_dir": None, "protocol": "standard",
     }
 
     def validate(self) -> None:
@@ -120,6 +127,8 @@ class CorruptionSuite(Suite):
             from robustvit.corruptions.textures import frost_dir
 
             frost_dir(o["frost_dir"])  # a missing texture folder is reported before any work
+        if o["protocol"] not in PROTOCOLS:
+            raise UserError(f"suite {self.name!r}: unknown protocol {o['protocol']!r} (allowed: {', '.join(PROTOCOLS)})")
         base = o["baseline"]
         if not isinstance(base, str) or not base:
             raise UserError(f"suite {self.name!r}: baseline must be 'auto', 'alexnet', 'none' or a model name")
@@ -151,7 +160,7 @@ class CorruptionSuite(Suite):
 
     def config(self) -> dict[str, Any]:
         """The options that define the numbers (``auto`` resolved); where the frost textures are read from does not."""
-        out = {k: v for k, v in self.opts.items() if k != "frost_dir"}
+        out = {k: v for k, v in self.opts.items() if k != "frost_dir" and (k, v) != ("protocol", "standard")}
         return {**out, "preset": self.preset, "baseline": self.baseline}
 
     def needs_models(self) -> list[str]:
@@ -312,6 +321,8 @@ class CorruptionSuite(Suite):
             return out  # suite-level numbers only once every cell is stored
         summary = CellResult("")
         bench = [c for c in self.corruptions if c in BENCHMARK] or list(self.corruptions)
+        if self.opts["protocol"] == "paul_chen":  # every corruption of the suite (all 19 in the paper)
+            bench = list(self.corruptions)
         summary.add("mean_error", m.mean(per_error[c] for c in bench), n, False)
         per_image.mean("", "mean_error", [(c, "error") for c in bench])
         if self.benchmark_complete and all(c in per_ce for c in BENCHMARK):

@@ -37,6 +37,20 @@ Options:
 * ``fit_data``: another dataset spec to fit on (e.g. a folder with a per-class subset of the
   ImageNet training set); default: the ID dataset.
 * ``tpr``: the true positive rate of the FPR metric (default 0.95; the metric keeps the name ``fpr95``).
+* ``class_subset``: ``"imagenet_o"`` scores a 1000-class ImageNet model as a classifier of the 200
+  ImageNet-O classes, the protocol of Hendrycks et al. ("Natural Adversarial Examples", CVPR 2021,
+  ``eval_many_models.py``) that Paul & Chen (2022) follow: every detector sees the logits of those 200
+  classes only (MSP = the maximum of a softmax over the 200), the ID test images are those of the
+  evaluation data labelled with one of the 200 classes (Hendrycks' ``imagenet_val_for_imagenet_o_ood``:
+  their 10,000 ImageNet validation images), and detectors fitted on labelled data (``fit_data``) see
+  only those classes' images. It needs the model's 1000 logits on data labelled in ImageNet-1k's order
+  (``classes = "imagenet_1k"``, no ``subset``). Default: none (every logit, every ID image).
+* ``protocol``: ``"standard"`` (default) or ``"paul_chen"``: ``class_subset = "imagenet_o"`` and, beside
+  the standard metrics, ``ap_out``, the average precision with OOD positive
+  (``sklearn.metrics.average_precision_score``, the "AUPR" of Hendrycks' ``calibration_tools.get_measures``
+  that Paul & Chen report for ImageNet-O; ``aupr_out`` is the trapezoidal area). ``ap_out`` is stored
+  without a bootstrap interval. The standard protocol leaves both options out of the suite's config, so
+  its records keep their protocol.
 """
 
 from __future__ import annotations
@@ -64,6 +78,8 @@ DEFAULT_DETECTORS = ["msp", "maxlogit", "energy", "entropy", "gen", "mahalanobis
 DEFAULT_NEAR = {"letters": "ood_letters"}
 DEFAULT_FAR = {"faces": "ood_faces", "textures": "ood_textures", "photos": "ood_photos"}
 DEFAULT_SANITY = {"noise": "ood_noise"}
+CLASS_SUBSETS = ("imagenet_o",)
+PROTOCOLS = ("standard", "paul_chen")
 
 
 def _is_folder(spec: str) -> bool:
@@ -113,6 +129,8 @@ class OODSuite(Suite):
         "fit_split": "train",
         "fit_data": None,
         "tpr": 0.95,
+        "class_subset": None,
+        "protocol": "standard",
     }
 
     # -- options ---------------------------------------------------------------------------------
@@ -166,6 +184,51 @@ class OODSuite(Suite):
             raise UserError(f"{where}: 'fit_data' must be a dataset name, a folder path or a table")
         if isinstance(fit_data, str):
             _is_folder(fit_data)  # an unknown name fails now
+        if self.opts["protocol"] not in PROTOCOLS:
+            raise UserError(f"{where}: unknown protocol {self.opts['protocol']!r} (allowed: {', '.join(PROTOCOLS)})")
+        subset = self.opts["class_subset"]
+        if subset is not None and subset not in CLASS_SUBSETS:
+            raise UserError(f"{where}: unknown class_subset {subset!r} (allowed: {', '.join(CLASS_SUBSETS)})")
+        self.class_subset: str | None = "imagenet_o" if self.opts["protocol"] == "paul_chen" and subset is None else subset
+
+    def config(self) -> dict[str, Any]:
+        """The options; the standard protocol and no class subset are left out (records keep their protocol)."""
+        out = {k: v for k, v in self.opts.items() if k not in ("class_subset", "protocol")}
+        if self.class_subset is not None:
+            out["class_subset"] = self.class_subset
+        if self.opts["protocol"] != "standard":
+            out["protocol"] = self.opts["protocol"]
+        return out
+
+    def _columns(self, ctx: SuiteContext) -> list[int] | None:
+        """The 1000-class logit indices of ``class_subset`` (None without one)."""
+        if self.class_subset is None:
+            return None
+        from robustvit.data.folder import wnid_list
+
+        model = ctx.model
+        if model.valid_labels is not None or model.num_classes != 1000:
+            raise UserError(f"suite {self.name!r}: class_subset {self.class_subset!r} needs a model's 1000 ImageNet "
+                            f"logits on data labelled in ImageNet-1k order (classes = \"imagenet_1k\", no subset); "
+                            f"{model.name!r} has {model.num_classes} outputs here")
+        index = {w: i for i, w in enumerate(wnid_list("imagenet_1k"))}
+        return [index[w] for w in wnid_list(self.class_subset)]
+
+    @staticmethod
+    def _restrict(fs: FeatureSet, cols: list[int] | None) -> tuple[torch.Tensor | None, FeatureSet]:
+        """``(kept rows, features)`` with the logits cut to ``cols`` and labels renumbered to positions in it;
+        labelled images of other classes are dropped, unlabelled ones (OOD sets) kept. Unchanged without ``cols``."""
+        if cols is None:
+            return None, fs
+        from robustvit.context import FeatureSet
+
+        idx = torch.as_tensor(cols)
+        lut = torch.full((fs.logits.shape[1],), -1, dtype=torch.long)
+        lut[idx] = torch.arange(len(cols))
+        labelled = fs.labels >= 0
+        labels = torch.where(labelled, lut[fs.labels.clamp(min=0)], fs.labels)
+        keep = ~labelled | (labels >= 0)
+        return keep, FeatureSet(fs.logits[keep][:, idx], fs.features[keep], labels[keep])
 
     def datasets(self, data: Any) -> list[tuple[Any, str]]:
         """Every OOD set, and the data the detectors are fitted on."""
@@ -192,7 +255,7 @@ class OODSuite(Suite):
     # -- computing -------------------------------------------------------------------------------
     def run(self, ctx: SuiteContext, cells: list[str]) -> Iterator[CellResult]:
         from robustvit.metrics.classification import top1
-        from robustvit.metrics.ood import ood_metrics
+        from robustvit.metrics.ood import average_precision, ood_metrics
 
         wanted = [c.split("/") for c in cells]
         needed_sets = list(dict.fromkeys((g, s) for g, s, _ in wanted))
@@ -201,27 +264,34 @@ class OODSuite(Suite):
             ctx.source(self.sets[g][s])
         from robustvit.results.outcomes import Outcomes
 
-        id_fs = ctx.features()
+        cols = self._columns(ctx)
+        full = ctx.features()
+        id_keep, id_fs = self._restrict(full, cols)
+        if not len(id_fs.labels):
+            raise UserError(f"suite {self.name!r}: no evaluation image is labelled with a class of {self.class_subset!r}")
         known = id_fs.labels >= 0
         id_acc = top1(id_fs.logits[known], id_fs.labels[known]) if bool(known.any()) else math.nan
         id_correct = id_fs.logits.argmax(1) == id_fs.labels
-        id_index = ctx.image_index(len(id_fs.labels))
-        fitted = self._fit(ctx, needed_dets)
-        id_scores = {d: self._scores(ctx, det, None, id_fs) for d, det in fitted.items()}
+        id_index = _kept(ctx.image_index(len(full.labels)), id_keep)
+        fitted = self._fit(ctx, needed_dets, cols)
+        id_scores = {d: self._scores(ctx, det, None, id_fs, cols, id_keep) for d, det in fitted.items()}
         n_id = len(id_fs.labels)
         tpr = float(self.opts["tpr"])
         for g, s in needed_sets:
             spec = self.sets[g][s]
-            ood_fs = ctx.features(spec)
-            ood_index = ctx.image_index(len(ood_fs.labels), spec)
+            ood_all = ctx.features(spec)
+            ood_keep, ood_fs = self._restrict(ood_all, cols)
+            ood_index = _kept(ctx.image_index(len(ood_all.labels), spec), ood_keep)
             for d in needed_dets:
                 if [g, s, d] not in wanted:
                     continue
-                scores = self._scores(ctx, fitted[d], spec, ood_fs)
+                scores = self._scores(ctx, fitted[d], spec, ood_fs, cols, ood_keep)
                 result = CellResult(f"{g}/{s}/{d}")
                 n = n_id + len(scores)
                 for metric, value in ood_metrics(id_scores[d], scores, tpr).items():
                     result.add(metric, value, n, metric != "fpr95")
+                if self.opts["protocol"] == "paul_chen":
+                    result.add("ap_out", average_precision(id_scores[d], scores), n, True)
                 result.add("id_acc", id_acc, n_id, True)
                 pool = f"ood:{s}"
                 out = Outcomes().add_pool("id", id_index).add_pool(pool, ood_index)
@@ -232,17 +302,18 @@ class OODSuite(Suite):
                 result.outcomes = out
                 yield result
 
-    def _fit(self, ctx: SuiteContext, names: list[str]) -> dict[str, Detector]:
+    def _fit(self, ctx: SuiteContext, names: list[str], cols: list[int] | None = None) -> dict[str, Detector]:
         dets = {n: self.make_detector(n) for n in names}
         if not any(d.needs_fit for d in dets.values()):
             return dets
-        train = ctx.features(self.opts["fit_data"] or ctx.dataset, split=self.opts["fit_split"])
+        _, train = self._restrict(ctx.features(self.opts["fit_data"] or ctx.dataset, split=self.opts["fit_split"]), cols)
         head = None
         if any(d.uses_head for d in dets.values()):
             from robustvit.ood.stats import LinearHead
 
             model = ctx.model
-            head = LinearHead.from_model(model, train.features, train.logits, getattr(model, "valid_labels", None))
+            head = LinearHead.from_model(model, train.features, train.logits,
+                                         cols if cols is not None else getattr(model, "valid_labels", None))
             if head is None:
                 head = LinearHead.from_data(train.features, train.logits)
         for det in dets.values():
@@ -251,15 +322,19 @@ class OODSuite(Suite):
         return dets
 
     @staticmethod
-    def _scores(ctx: SuiteContext, det: Detector, spec: Any, fs: FeatureSet) -> torch.Tensor:
-        """Scores of one dataset (None = the ID test set): from the shared features, or images for ODIN."""
+    def _scores(ctx: SuiteContext, det: Detector, spec: Any, fs: FeatureSet, cols: list[int] | None = None,
+                keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores of one dataset (None = the ID test set): from the shared features, or images for ODIN (on the
+        logits of ``cols``, rows ``keep`` of the pass, with a class subset)."""
         if not det.needs_images:
             return det.score(fs.features, fs.logits).cpu()
+        model = ctx.model if cols is None else ctx.model.with_valid_labels(cols)
         out = []
         for x, _ in ctx.progress(ctx.loader(spec), f"{det.name} scores", ctx.num_examples(spec), ctx.batch_size):
             with ctx.autocast():
-                out.append(det.score_images(ctx.model, x).float().cpu())
-        return torch.cat(out)
+                out.append(det.score_images(model, x).float().cpu())
+        scores = torch.cat(out)
+        return scores if keep is None else scores[keep]
 
     # -- aggregates -------------------------------------------------------------------------------
     def aggregate(self, records: pd.DataFrame, outcomes: Any = None, baseline: Any = None) -> list[CellResult]:
@@ -297,6 +372,11 @@ class OODSuite(Suite):
             out.append(_mean_cell(g, pooled, n_from=next(iter(per_det.values())),
                                   cells=[f"{g}/{s}/{d}" for d in per_det for s in self.sets[g]]))
         return out
+
+
+def _kept(index: list[int], keep: torch.Tensor | None) -> list[int]:
+    """The pool index of the rows a class subset kept (all of them without one)."""
+    return index if keep is None else [i for i, k in zip(index, keep.tolist()) if k]
 
 
 def _mean_cell(cell: str, values: dict[str, list[tuple[float, int]]],

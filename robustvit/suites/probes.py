@@ -6,6 +6,9 @@ Options:
 * ``probes``: ``"all"`` (default: every registered probe) or a list of probe names
   (``robustvit list probes``).
 * ``params``: per-probe options, e.g. ``{patch_drop = {fractions = [0.0, 0.5]}, fourier = {stride = 2}}``.
+* ``protocol``: ``standard`` (default) or another protocol, handed to every listed probe that has a
+  ``protocol`` option (``cutout``: ``paul_chen``, Paul & Chen's images and hole geometry) unless its
+  ``params`` set one; an error when no listed probe has one. It shows in the probes' configs.
 
 A probe marked ViT-only (attention) computes no cells for other families: the runner notes it was
 skipped and why. Metric paths read ``probes/<probe>/<cell>/<metric>``, e.g.
@@ -31,7 +34,7 @@ class ProbesSuite(Suite):
 
     kind: ClassVar[str] = "probes"
     version: ClassVar[str] = "1"
-    options: ClassVar[dict[str, Any]] = {"probes": "all", "params": {}}
+    options: ClassVar[dict[str, Any]] = {"probes": "all", "params": {}, "protocol": "standard"}
 
     def validate(self) -> None:
         from robustvit.registries import PROBES
@@ -50,11 +53,18 @@ class ProbesSuite(Suite):
         if unknown:
             raise UserError(f"{where}: 'params' sets {unknown[0]!r}, which is not in 'probes' ({', '.join(names)})")
         given = {PROBES.canonical(str(k)): dict(v) if isinstance(v, Mapping) else v for k, v in params.items()}
+        protocol = self.opts["protocol"]
+        takers = [n for n in names if "protocol" in PROBES.get(n).options]
+        if protocol != "standard" and not takers:
+            raise UserError(f"{where}: protocol {protocol!r} applies to none of {', '.join(names)} (probes with a "
+                            f"protocol: {', '.join(n for n in PROBES.names() if 'protocol' in PROBES.get(n).options)})")
         self.probes: list[Probe] = []
         for name in names:
             kw = given.get(name, {})
             if not isinstance(kw, dict):
                 raise UserError(f"{where}: params.{name} must be a table of options")
+            if protocol != "standard" and name in takers:
+                kw = {"protocol": protocol, **kw}
             try:
                 self.probes.append(PROBES.get(name)(**kw))
             except UserError as exc:
