@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,11 @@ from robustvit.config import ModelConfig, RunConfig, build_suite
 from robustvit.corruptions import corrupt, list_corruptions
 from robustvit.ray_executor import Task, Worker, _shards, make_tasks
 from robustvit.rng import ImageStreams, mix32
-from robustvit.runner import execute, ordered_models, plan_unit, build_model
+from robustvit.runner import build_model, execute, ordered_models, plan_unit
 from robustvit.store import Store
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from record_helpers import records  # noqa: E402
 
 # -- the streams -----------------------------------------------------------------------------------
 
@@ -110,13 +114,6 @@ def _cfg(batch_size: int, limit: int = 32, **extra) -> RunConfig:
                      batch_size=batch_size, limit=limit, device="cpu", **extra)
 
 
-def _records(path: Path):
-    with Store(path, readonly=True) as store:
-        df = store.records()
-    cols = ["model", "suite", "cell", "metric", "value", "n", "ci_low", "ci_high", "protocol"]
-    return df[cols].sort_values(["model", "suite", "cell", "metric"]).reset_index(drop=True)
-
-
 @pytest.fixture(scope="module")
 def batch64(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("det") / "b64.sqlite"
@@ -128,7 +125,7 @@ def batch64(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_batch_size_changes_no_record(batch64: Path, tmp_path: Path) -> None:
     with Store(tmp_path / "b11.sqlite") as store:
         execute(_cfg(11), store, show_progress=False)
-    a, b = _records(batch64), _records(tmp_path / "b11.sqlite")
+    a, b = records(batch64), records(tmp_path / "b11.sqlite")
     assert len(a) > 60 and set(a["suite"]) == set(SUITES)
     pd_equal(a, b)
 

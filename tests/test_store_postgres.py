@@ -9,12 +9,10 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
-import os
 import re
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
