@@ -232,7 +232,14 @@ def _compute(ray: Any, cfg: RunConfig, units: list[Unit], sizes: dict[int, int],
     count = min(count, len(tasks))
     actor = ray.remote(max_restarts=-1, max_task_retries=-1, **resources)(Worker)
     threads = None if "num_gpus" in resources else 1
+    t0 = time.perf_counter()
     pool = [actor.remote(cfg, threads) for _ in range(count)]
+    try:
+        ray.get([w.pid.remote() for w in pool])  # every worker up (its interpreter, torch and robustvit loaded)
+    except Exception as exc:  # noqa: BLE001 - e.g. robustvit missing on a node
+        raise _unwrap(exc) from None
+    emit(Event("cluster", "", seconds=time.perf_counter() - t0,
+               detail=f"{count} workers started in {time.perf_counter() - t0:.1f}s"))
     by_key = {(u.scfg.name, u.key["model"]): u for u in units}
     # shards expected per (suite, model, cell), and the parts received so far
     expected: dict[tuple[str, str, str], int] = {}
@@ -287,7 +294,7 @@ def _compute(ray: Any, cfg: RunConfig, units: list[Unit], sizes: dict[int, int],
     # a retried task counts its lost attempt as overhead: the figure is what the cluster costs per cell
     emit(Event("cluster", "", seconds=overhead / max(cells, 1),
                detail=f"{cells} cell results from {len(tasks)} tasks; overhead {1000 * overhead / max(cells, 1):.1f} ms "
-                      f"per cell (round trip minus work, models built on first use included)"))
+                      f"per cell (a task's round trip minus its time in the worker)"))
 
 
 def _store(writer: _Writer, unit: Unit, result: Any, took: float, emit: Callable[[Event], None]) -> None:

@@ -32,6 +32,8 @@ from robustvit.store import Store
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from record_helpers import records  # noqa: E402
 
+# Ray reads its authentication settings once, when first imported: a throw-away token, set before that
+os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0"})
 ray = pytest.importorskip("ray")
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,8 +52,6 @@ def _suite_file(folder: Path) -> Path:
 
 
 def test_ray_against_in_process(benchmark, tmp_path: Path) -> None:
-    os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
-                       "RAY_USAGE_STATS_ENABLED": "0"})
     suite_file = _suite_file(tmp_path)
     ray.init(num_cpus=2, include_dashboard=False, logging_level=40)
     times: dict[str, list[float]] = {"local": [], "ray": []}
