@@ -127,7 +127,7 @@ def check_model(m: ModelConfig, where: str) -> None:
 
 
 def _check_model(m: ModelConfig) -> None:
-    from robustvit.models import SPEC_KINDS
+    from robustvit.models import NATIVE, SPEC_KINDS, check_native
     from robustvit.models.checkpoint import checkpoint_format
     from robustvit.models.wrapper import check_family
     from robustvit.registries import MODELS
@@ -140,6 +140,8 @@ def _check_model(m: ModelConfig) -> None:
 
         if not timm.is_model(rest):
             raise UserError(f"unknown timm architecture {rest!r} (see timm.list_models())")
+    elif kind in NATIVE:
+        check_native(kind, rest)
     elif kind in ("torchscript", "export") and not Path(rest).is_file():
         raise UserError(f"{'TorchScript' if kind == 'torchscript' else 'torch.export'} archive {rest!r} does not exist")
     elif kind not in SPEC_KINDS:

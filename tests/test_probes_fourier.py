@@ -129,8 +129,8 @@ def test_low_pass_model_ignores_high_frequencies(resnet) -> None:
 
     model = wrap(nn.Sequential(LowPass(5), resnet.model), name="lowpass", family="cnn", data_config=DATA_CONFIG)
     ctx = _ctx(model)
-    # eps 8 (the zoo models shrug off the default 4 at every frequency), a 16 x 16 grid (stride 2)
-    probe = FourierHeatMap(images=32, stride=2, eps=8.0)
+    # eps 10 (the zoo ResNet shrugs off the default 4, and nearly 8, at every frequency), a 16 x 16 grid (stride 2)
+    probe = FourierHeatMap(images=32, stride=2, eps=10.0)
     out = _values(probe.run(ctx, probe.cells_for(model)))
     plain = _values(probe.run(_ctx(resnet), probe.cells_for(resnet)))
     x, y, _ = next(iter(sample_batches(ctx, 32)))

@@ -163,7 +163,7 @@ def _weakened(model):
     with torch.no_grad():
         for p in weak.model.parameters():
             if p.dim() > 1:
-                p.add_(torch.randn(p.shape, generator=gen) * p.std() * 0.3)
+                p.add_(torch.randn(p.shape, generator=gen) * p.std() * 0.4)
     return weak
 
 

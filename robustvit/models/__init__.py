@@ -3,7 +3,7 @@
 ==============================  =====================================================================
 spec                            meaning
 ==============================  =====================================================================
-``zoo_vit``, ``zoo_resnet``     embedded zoo models (and any model registered in ``robustvit.models``)
+``zoo_vit``, ``zoo_<family>``   embedded zoo models (and any model registered in ``robustvit.models``)
 ``timm:<arch>``                 timm architecture; timm's pretrained weights unless a checkpoint is
                                 given or ``pretrained=False``
 ``torchvision:<name>``          torchvision architecture; its ``DEFAULT`` weights unless a checkpoint
@@ -12,6 +12,9 @@ spec                            meaning
 ``torchscript:<path>``          a TorchScript archive (``torch.jit.save``; deprecated in PyTorch)
 ``python:<module>:<callable>``  ``callable(**model_kwargs)`` returning an ``nn.Module`` (or a
                                 wrapper); ``<module>`` is an importable module or a ``.py`` path
+``deepvit:<variant>``           DeepViT and ViL, implemented here (:mod:`robustvit.models.deepvit`,
+``vil:<variant>``               :mod:`robustvit.models.vil`); nothing to download: give a checkpoint
+                                (the authors' load as they are) or ``pretrained=False``
 ==============================  =====================================================================
 
 Random initialisation (``pretrained=False``, a new classifier head, a python factory) is seeded:
@@ -38,7 +41,9 @@ from robustvit.models.wrapper import ModelWrapper, check_family, infer_family, t
 __all__ = ["SPEC_KINDS", "ModelWrapper", "load_model", "seeded", "wrap"]
 
 #: The ``kind:`` prefixes of model specs (a spec without one is a registered model name).
-SPEC_KINDS = ("timm", "torchvision", "export", "torchscript", "python")
+SPEC_KINDS = ("timm", "torchvision", "export", "torchscript", "python", "deepvit", "vil")
+#: architectures implemented in robustvit: spec kind -> module with ``create(variant, **kw)`` and ``data_config(model)``
+NATIVE: dict[str, str] = {"deepvit": "robustvit.models.deepvit", "vil": "robustvit.models.vil"}
 
 IMAGENET_DEFAULT = {
     "input_size": (3, 224, 224), "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
@@ -194,6 +199,8 @@ def _load_model(spec: str, *, checkpoint: str | None, family: str | None, pretra
         return loader(rest, name=name, family=family, preprocess=preprocess)
     if kind == "python":
         return _load_python(rest, num_classes, kw, common)
+    if kind in NATIVE:
+        return _load_native(kind, rest, pretrained, num_classes, kw, common)
     allowed = ", ".join(f"{k}:" for k in SPEC_KINDS)
     raise UserError(f"unknown model spec kind {kind!r} in {spec!r} (allowed: {allowed}, or a zoo name)")
 
@@ -252,6 +259,28 @@ def _load_torchvision(arch: str, pretrained: bool | None, num_classes: int | Non
             "give a local checkpoint with --checkpoint PATH, or pretrained=false"
         ) from exc
     return wrap(model, arch=arch, data_config=data_config, **common)
+
+
+def check_native(kind: str, variant: str) -> None:
+    """A ``deepvit:`` / ``vil:`` variant exists (without building the model), else a :class:`UserError`."""
+    module = importlib.import_module(NATIVE[kind])
+    names = [*module.VARIANTS, *getattr(module, "ALIASES", {})]
+    if variant.lower() not in names:
+        raise UserError(f"unknown {kind} variant {variant!r} (allowed: {', '.join(f'{kind}:{n}' for n in names)})")
+
+
+def _load_native(kind: str, variant: str, pretrained: bool | None, num_classes: int | None, kw: dict,
+                 common: dict) -> ModelWrapper:
+    check_native(kind, variant)
+    module = importlib.import_module(NATIVE[kind])
+    if pretrained is not False and common["checkpoint"] is None:
+        raise UserError(f"model {kind}:{variant} has no weights to download; give the authors' (or your) "
+                        "checkpoint with --checkpoint PATH, or --no-pretrained for random weights")
+    if num_classes is not None:
+        kw["num_classes"] = num_classes
+    model = module.create(variant, **kw)
+    return wrap(model, arch=f"{kind}_{variant}", data_config=module.data_config(model),
+                **{**common, "family": common["family"] or "vit"})
 
 
 def _load_python(target: str, num_classes: int | None, kw: dict, common: dict) -> ModelWrapper:

@@ -6,7 +6,10 @@ switched to its un-fused path (``fused_attn = False``, the same q, k, scale, rel
 and shifted-window mask) and the softmax output it hands to its ``attn_drop`` is captured (the
 model's output is unchanged up to float error). Supported: timm ``vision_transformer.Attention``
 (ViT, DeiT with its distillation token), ``beit.Attention`` (relative position bias, shared or
-per block) and ``swin_transformer.WindowAttention`` (windows, relative bias, shifted windows).
+per block) and ``swin_transformer.WindowAttention`` (windows, relative bias, shifted windows); and any
+attention module with the same interface plus a ``token_layout`` = (token grid, token spacing in input
+pixels, prefix tokens): robustvit's DeepViT (its softmax maps, before re-attention mixes the heads) and ViL
+(global tokens first; zero weight outside a token's window; a new grid per stage).
 
 Cells (metric path ``probes/attention/<cell>/<metric>``):
 
@@ -86,12 +89,17 @@ def _classes() -> tuple[tuple[type, ...], type, type]:
     return (Attention, BeitAttention), WindowAttention, SwinTransformerBlock
 
 
+def _declared(module: nn.Module) -> bool:
+    """An attention module that declares its token layout (``token_layout``; robustvit's DeepViT and ViL)."""
+    return hasattr(module, "token_layout") and hasattr(module, "attn_drop") and hasattr(module, "fused_attn")
+
+
 def _blocks(model: ModelWrapper) -> list[tuple[nn.Module, nn.Module | None]]:
     """Supported attention modules in forward order, each with its Swin block (None for global attention)."""
     global_cls, window_cls, swin_block = _classes()
     net = model.model
     owner = {id(m.attn): m for m in net.modules() if isinstance(m, swin_block)}
-    found = [(m, owner.get(id(m))) for m in net.modules() if isinstance(m, (*global_cls, window_cls))]
+    found = [(m, owner.get(id(m))) for m in net.modules() if isinstance(m, (*global_cls, window_cls)) or _declared(m)]
     if any(isinstance(m, window_cls) and blk is None for m, blk in found):
         raise UserError(f"model {model.name!r}: a WindowAttention outside a Swin block (unsupported layout)")
     return found
@@ -105,7 +113,10 @@ def unsupported(model: ModelWrapper) -> str | None:
         return str(exc)
     net = model.model
     if not blocks:
-        return f"{model.name} has no supported attention (timm ViT/DeiT/BEiT Attention, Swin WindowAttention)"
+        return (f"{model.name} has no supported attention (timm ViT/DeiT/BEiT Attention, Swin WindowAttention, "
+                "DeepViT, ViL)")
+    if all(_declared(m) for m, _ in blocks):
+        return None
     if getattr(net, "patch_embed", None) is None:
         return f"{model.name} has no patch embedding (patch_embed)"
     if any(blk is None for _, blk in blocks) and not isinstance(getattr(net, "num_prefix_tokens", None), int):
@@ -113,7 +124,14 @@ def unsupported(model: ModelWrapper) -> str | None:
     return None
 
 
-def _geometry(model: ModelWrapper, block: nn.Module | None, x: torch.Tensor, tokens: int) -> Geometry:
+def _geometry(model: ModelWrapper, module: nn.Module, block: nn.Module | None, x: torch.Tensor,
+              tokens: int) -> Geometry:
+    if _declared(module):
+        grid, spacing, prefix = module.token_layout
+        if tokens != prefix + grid[0] * grid[1]:
+            raise UserError(f"model {model.name!r}: {tokens} tokens are not the {prefix} prefix tokens and "
+                            f"{grid[0]}x{grid[1]} grid its attention declares")
+        return Geometry(tuple(grid), tuple(float(v) for v in spacing), int(prefix))
     height, width = int(x.shape[-2]), int(x.shape[-1])
     if block is not None:  # Swin: the block's stage grid, window and shift
         res = tuple(int(v) for v in block.input_resolution)
@@ -142,17 +160,17 @@ def read_attention(model: ModelWrapper, x: torch.Tensor, reduce: Callable[[torch
     blocks = _blocks(model)
     out: list[T] = []
 
-    def hook(block: nn.Module | None) -> Callable[[nn.Module, tuple[Any, ...]], None]:
+    def hook(module: nn.Module, block: nn.Module | None) -> Callable[[nn.Module, tuple[Any, ...]], None]:
         def capture(_m: nn.Module, args: tuple[Any, ...]) -> None:
             weights = args[0].detach().float()
-            geometry = _geometry(model, block, x, weights.shape[-1])
+            geometry = _geometry(model, module, block, x, weights.shape[-1])
             if block is not None:
                 weights = weights.view(len(x), -1, *weights.shape[1:])
             out.append(reduce(weights, geometry))
         return capture
 
     saved = [m.fused_attn for m, _ in blocks]
-    handles = [m.attn_drop.register_forward_pre_hook(hook(blk)) for m, blk in blocks]
+    handles = [m.attn_drop.register_forward_pre_hook(hook(m, blk)) for m, blk in blocks]
     try:
         for m, _ in blocks:
             m.fused_attn = False
@@ -261,18 +279,48 @@ def _swin_rollout(blocks: list[tuple[torch.Tensor, Geometry]], grid: tuple[int, 
     return v if tuple(v.shape[1:]) == grid else _unmerge(v, grid)
 
 
+def _staged_rollout(blocks: list[tuple[torch.Tensor, Geometry]], from_token: bool) -> torch.Tensor:
+    """Global attention over a new token grid per stage (ViL): a row vector through ``Â_L ... Â_1``, from the
+    last stage's first prefix token (``from_token``) or the mean of its patch queries. At a stage boundary the
+    vector's patch part is spread evenly over the p x p tokens of the previous stage each token embeds (rows
+    and columns a stride leaves out get none), and its prefix part is dropped: each stage starts new global
+    tokens. (B, grid_h, grid_w) on the first stage's grid, summing to 1 per image."""
+    a, g = blocks[-1]
+    n_patch = g.grid[0] * g.grid[1]
+    v = torch.zeros(a.shape[0], g.prefix + n_patch, device=a.device)
+    if from_token and g.prefix > 0:
+        v[:, 0] = 1.0
+    else:
+        v[:, g.prefix:] = 1.0 / n_patch
+    current = g
+    for a, g in reversed(blocks):
+        if g != current:
+            (h, w), (hp, wp) = g.grid, current.grid
+            patch = v[:, current.prefix:].view(-1, hp, wp)
+            patch = patch.repeat_interleave(h // hp, 1).repeat_interleave(w // wp, 2) / ((h // hp) * (w // wp))
+            patch = F.pad(patch, (0, w - patch.shape[2], 0, h - patch.shape[1]))
+            v = torch.cat([v.new_zeros(len(v), g.prefix), patch.flatten(1)], 1)
+            current = g
+        a = 0.5 * a + 0.5 * torch.eye(a.shape[-1], device=a.device)
+        v = (v.unsqueeze(1) @ (a / a.sum(-1, keepdim=True))).squeeze(1)
+    patch = v[:, current.prefix:].view(-1, *current.grid)
+    return patch / patch.sum((1, 2), keepdim=True)
+
+
 def rollout_maps(model: ModelWrapper, x: torch.Tensor) -> torch.Tensor:
     """Rollout maps on the model's own token grid (B, grid_h, grid_w), each summing to 1.
 
-    ViT/DeiT/BEiT with a class token: the class token's row of :func:`attention_rollout` over the
+    ViT/DeiT/BEiT/DeepViT with a class token: the class token's row of :func:`attention_rollout` over the
     patch tokens, renormalised; without a class token (and for Swin, see :func:`_swin_rollout`): the
-    mean over the patch queries' rows.
+    mean over the patch queries' rows; ViL (a grid per stage): :func:`_staged_rollout`, on the first stage's grid.
     """
     blocks = read_attention(model, x, lambda a, g: (_windowed(a, g) if g.resolution else a.mean(1), g))
     g = blocks[0][1]
     grid = tuple(int(v) for v in model.model.patch_embed.grid_size) if g.resolution else g.grid
     if g.resolution:
         return _swin_rollout(blocks, grid)  # type: ignore[arg-type]
+    if any(other != g for _, other in blocks):
+        return _staged_rollout(blocks, getattr(model.model, "global_pool", "token") == "token")
     rollout = attention_rollout([a for a, _ in blocks])[:, :, g.prefix:]
     has_cls = getattr(model.model, "cls_token", None) is not None and g.prefix > 0
     rows = rollout[:, 0] if has_cls else rollout[:, g.prefix:].mean(1)
@@ -315,11 +363,13 @@ class AttentionProbe(Probe):
 
     def run(self, ctx: SuiteContext, cells: list[str]) -> Iterator[CellResult]:
         wanted = [c for c in cells if c.startswith("rollout/")]
+        # sample k is the k-th evaluation image, whichever rollout cells are asked for (resumes, shards of cells)
+        samples = max((int(c.split("=", 1)[1]) + 1 for c in wanted), default=0)
         per_layer: list[list[torch.Tensor]] = []
         indices: list[torch.Tensor] = []
         maps: list[torch.Tensor] = []
         for x, _y, index in batches(ctx):
-            need = len(wanted) - sum(len(m) for m in maps)
+            need = samples - sum(len(m) for m in maps)
             if need > 0:
                 with ctx.autocast():
                     maps.append(rollout_maps(ctx.model, x[:need]).flatten(1).cpu())

@@ -146,10 +146,16 @@ def attention_grid(model: ModelWrapper, x: torch.Tensor, grid: int) -> torch.Ten
     parts = read_attention(model, x, patch_part)
     if not parts or any(p is None for p in parts):
         return None
-    (gh, gw), b = parts[0][1], len(x)  # type: ignore[index]
-    a = torch.stack([p[0] for p in parts]).mean(0)  # type: ignore[index]
-    keys = F.adaptive_avg_pool2d(a.reshape(b * gh * gw, 1, gh, gw), grid).view(b, gh, gw, grid * grid)
-    both = F.adaptive_avg_pool2d(keys.permute(0, 3, 1, 2), grid).flatten(2).transpose(1, 2)  # (B, query, key)
+    b = len(x)
+
+    def pooled(a: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:  # (B, query, key) on the coarse grid
+        gh, gw = size
+        keys = F.adaptive_avg_pool2d(a.reshape(b * gh * gw, 1, gh, gw), grid).view(b, gh, gw, grid * grid)
+        return F.adaptive_avg_pool2d(keys.permute(0, 3, 1, 2), grid).flatten(2).transpose(1, 2)
+
+    # pooled per block, then averaged: the same for one grid (pooling is linear), and defined when the grid
+    # changes from stage to stage (ViL)
+    both = torch.stack([pooled(*p) for p in parts]).mean(0)  # type: ignore[misc]
     return 0.5 * (both + both.transpose(1, 2))
 
 

@@ -90,6 +90,15 @@ def _rollout() -> Callable[..., torch.Tensor] | None:
     return rollout_saliency
 
 
+def _readable(model: ModelWrapper) -> bool:
+    """Whether the attention module reads ``model``'s attention (a CrossViT's it cannot); True for a stand-in."""
+    try:
+        from robustvit.probes.attention import unsupported
+    except (ImportError, AttributeError):
+        return True
+    return unsupported(model) is None
+
+
 def _interaction() -> Callable[..., torch.Tensor] | None:
     """:func:`robustvit.probes.interaction.interaction_mass`, or None when it is not available."""
     try:
@@ -205,7 +214,7 @@ class PatchDrop(Probe):
         """``rollout`` or ``gradxinput``: what the salient orderings use on ``model``."""
         method = self.opts["saliency"]
         if method == "auto":
-            return "rollout" if model.family == "vit" and _rollout() is not None else "gradxinput"
+            return "rollout" if model.family == "vit" and _rollout() is not None and _readable(model) else "gradxinput"
         return method
 
     def _order(self, ctx: SuiteContext, ordering: str, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
