@@ -159,13 +159,13 @@ def test_shards_merge_to_the_whole_cell(tmp_path: Path) -> None:
     worker = Worker(cfg, None)
     parts: dict = {}
     for t in sharded:
-        for model, result, _ in worker.run(t):
+        for model, result, _ in worker.run(t)[0]:
             parts.setdefault((t.suite, model, result.cell), []).append((t.shard, result))
     assert parts
     for (si, model, cell), pieces in parts.items():
         suite = cfg.suites[si].suite
         merged = suite.merge(cell, [r for _, r in sorted(pieces, key=lambda p: p[0])])
-        whole = next(r for _, r, _ in worker.run(Task(si, {model: [cell]}, None, tasks[0].keys)) if r.cell == cell)
+        whole = next(r for _, r, _ in worker.run(Task(si, {model: [cell]}, None, tasks[0].keys))[0] if r.cell == cell)
         assert [(m.metric, m.value, m.n) for m in merged.metrics] == [(m.metric, m.value, m.n) for m in whole.metrics]
         for name, arr in whole.outcomes.arrays.items():
             np.testing.assert_array_equal(merged.outcomes.arrays[name], arr, err_msg=f"{cell} {name}")
