@@ -1,4 +1,4 @@
-"""Per-image vectors of the corruption suite's aggregates, built from its cells' outcomes.
+"""Per-image vectors of suite aggregates (the corruption and stability suites), built from their cells' outcomes.
 
 Each aggregate (a corruption's error, CE and relative CE; the suite's mean error, mCE and relative
 mCE) is a mean over images of a per-image value, so its vector is stored as its outcomes: the results
@@ -20,9 +20,9 @@ class PerImage:
         self.vectors: dict[str, dict[str, Any]] = {}
         self.active = outcomes is not None
 
-    def _errors(self, cell: str) -> Any:
+    def _errors(self, cell: str, metric: str = "error") -> Any:
         out = self.source.get(cell) if self.active else None
-        if out is None or "error" not in out.arrays:
+        if out is None or metric not in out.arrays:
             self.active = False
             return None
         if self.index is None:
@@ -30,13 +30,13 @@ class PerImage:
         elif len(out.index("images")) != len(self.index):
             self.active = False
             return None
-        return out.arrays["error"].astype("float64")
+        return out.arrays[metric].astype("float64")
 
-    def sum(self, cells: list[str]) -> Any:
-        """Per image: the summed errors of ``cells`` (None without their outcomes)."""
+    def sum(self, cells: list[str], metric: str = "error") -> Any:
+        """Per image: ``metric`` (the error) summed over ``cells`` (None without their outcomes)."""
         total = 0.0
         for cell in cells:
-            err = self._errors(cell)
+            err = self._errors(cell, metric)
             if err is None:
                 return None
             total = total + err

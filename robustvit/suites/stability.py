@@ -50,6 +50,7 @@ import torch
 from robustvit.errors import UserError
 from robustvit.records import CellResult
 from robustvit.suites.base import Suite
+from robustvit.suites.corruption_images import PerImage
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -231,7 +232,7 @@ class StabilitySuite(Suite):
             return []
         values, counts = _values(records), _counts(records)
         base = _values(baseline.get(self.baseline)) if baseline and baseline.get(self.baseline) is not None else {}
-        vectors = _Vectors(outcomes)
+        vectors = PerImage(outcomes)
         out: list[CellResult] = []
         per: dict[str, dict[str, float]] = {}
         n = 0
@@ -318,45 +319,3 @@ def _values(records: pd.DataFrame | None) -> dict[str, dict[str, float]]:
 def _counts(records: pd.DataFrame) -> dict[str, int]:
     rows = records[records["metric"] == "fp"].drop_duplicates("cell", keep="last")
     return {str(c): int(v) for c, v in zip(rows["cell"], rows["n"])}
-
-
-class _Vectors:
-    """Per-image vectors of the aggregates, built from the cells' outcomes (inactive without them)."""
-
-    def __init__(self, outcomes: Any) -> None:
-        self.source = outcomes
-        self.index: Any = None
-        self.vectors: dict[str, dict[str, Any]] = {}
-        self.active = outcomes is not None
-
-    def sum(self, cells: list[str], metric: str) -> Any:
-        """Per image: ``metric`` summed over ``cells`` (None without their outcomes)."""
-        total = 0.0
-        for cell in cells:
-            out = self.source.get(cell) if self.active else None
-            if out is None or metric not in out.arrays or (self.index is not None and len(out.index("images")) != len(self.index)):
-                self.active = False
-                return None
-            if self.index is None:
-                self.index = out.index("images")
-            total = total + out.arrays[metric].astype("float64")
-        return total
-
-    def add(self, cell: str, metric: str, summed: Any, divisor: float) -> None:
-        if self.active and summed is not None and divisor:
-            self.vectors.setdefault(cell, {})[metric] = summed / divisor
-
-    def mean(self, cell: str, metric: str, parts: list[tuple[str, str]]) -> None:
-        vecs = [self.vectors.get(c, {}).get(m) for c, m in parts]
-        if self.active and vecs and all(v is not None for v in vecs):
-            self.vectors.setdefault(cell, {})[metric] = sum(vecs) / len(vecs)
-
-    def outcomes(self, cell: str) -> Any:
-        if not self.active or cell not in self.vectors:
-            return None
-        from robustvit.results.outcomes import Outcomes
-
-        out = Outcomes().add_pool("images", self.index)
-        for metric, vec in self.vectors[cell].items():
-            out.add(metric, vec)
-        return out
